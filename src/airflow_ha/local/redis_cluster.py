@@ -1,0 +1,222 @@
+"""A real Redis Cluster of ``redis-server`` processes on 127.0.0.1, for tests and the local backend.
+
+Every node has its own data dir, ``requirepass`` and ``masterauth``; the cluster is formed by
+``redis-cli --cluster create`` exactly as an operator would. Nodes can be killed (SIGKILL) and
+restarted on the same port with their ``nodes.conf``, so failover can be exercised for real.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from airflow_ha.local.process import (
+    ServerStartError,
+    free_port,
+    kill_process,
+    log_tail,
+    stop_process,
+    wait_until,
+)
+
+CLUSTER_BUS_OFFSET = 10000
+
+
+@dataclass
+class RedisNode:
+    port: int
+    data_dir: Path
+    password: str
+    proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "redis.log"
+
+    def client(self, **kwargs) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **kwargs)
+
+    def info(self, section: str) -> dict:
+        with self.client(socket_timeout=2) as conn:
+            return conn.info(section)
+
+    def cluster_info(self) -> dict:
+        with self.client(socket_timeout=2, decode_responses=True) as conn:
+            raw = conn.execute_command("CLUSTER INFO")
+        if isinstance(raw, dict):
+            return raw
+        return dict(line.split(":", 1) for line in raw.splitlines() if ":" in line)
+
+    def role(self) -> str:
+        return self.info("replication")["role"]
+
+    def node_id(self) -> str:
+        with self.client(socket_timeout=2, decode_responses=True) as conn:
+            return conn.execute_command("CLUSTER MYID")
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class RedisCluster:
+    """``masters`` masters with ``replicas_per_master`` replicas each, all on 127.0.0.1."""
+
+    base_dir: Path
+    password: str
+    masters: int = 3
+    replicas_per_master: int = 1
+    node_timeout_ms: int = 2000
+    nodes: list[RedisNode] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for binary in ("redis-server", "redis-cli"):
+            if shutil.which(binary) is None:
+                raise ServerStartError(f"{binary} is not installed (Debian package redis-server)")
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> RedisCluster:
+        count = self.masters * (1 + self.replicas_per_master)
+        for index in range(count):
+            data_dir = self.base_dir / f"node-{index}"
+            data_dir.mkdir(parents=True, exist_ok=True)
+            node = RedisNode(port=free_port(CLUSTER_BUS_OFFSET), data_dir=data_dir, password=self.password)
+            self.nodes.append(node)
+            self.start_node(node)
+        self.create()
+        return self
+
+    def _write_config(self, node: RedisNode) -> Path:
+        conf = node.data_dir / "redis.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    "bind 127.0.0.1",
+                    f"port {node.port}",
+                    "protected-mode yes",
+                    "daemonize no",
+                    f"dir {node.data_dir}",
+                    f"logfile {node.log_path}",
+                    "cluster-enabled yes",
+                    "cluster-config-file nodes.conf",
+                    f"cluster-node-timeout {self.node_timeout_ms}",
+                    # Replicas of a killed master take over even if briefly disconnected themselves.
+                    "cluster-replica-validity-factor 0",
+                    f'requirepass "{self.password}"',
+                    f'masterauth "{self.password}"',
+                    "appendonly yes",
+                    "appendfsync everysec",
+                    'save ""',
+                    "",
+                ]
+            )
+        )
+        return conf
+
+    def start_node(self, node: RedisNode) -> None:
+        conf = self._write_config(node)
+        node.proc = subprocess.Popen(
+            ["redis-server", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_until(lambda: self._pings(node), 15, f"redis-server on {node.address}")
+        except TimeoutError as exc:
+            raise ServerStartError(f"{exc}\n{log_tail(node.log_path)}") from exc
+
+    @staticmethod
+    def _pings(node: RedisNode) -> bool:
+        if not node.running:
+            raise ServerStartError(f"redis-server on {node.address} exited:\n{log_tail(node.log_path)}")
+        try:
+            with node.client(socket_timeout=1) as conn:
+                return bool(conn.ping())
+        except redis.RedisError:
+            return False
+
+    def create(self) -> None:
+        cmd = [
+            "redis-cli", "-a", self.password, "--no-auth-warning",
+            "--cluster", "create", *[n.address for n in self.nodes],
+            "--cluster-replicas", str(self.replicas_per_master), "--cluster-yes",
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            raise ServerStartError(f"redis-cli --cluster create failed:\n{result.stdout}\n{result.stderr}")
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        """Every running node reports ``cluster_state:ok`` and the expected number of masters."""
+        def healthy() -> bool:
+            try:
+                running = [n for n in self.nodes if n.running]
+                return all(n.cluster_info().get("cluster_state") == "ok" for n in running) and (
+                    len(self.master_nodes()) == self.masters
+                )
+            except redis.RedisError:
+                return False
+
+        wait_until(healthy, timeout, "cluster_state:ok on every node", interval=0.2)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.proc is not None:
+                stop_process(node.proc)
+
+    # -- failure injection -------------------------------------------------------------------------
+    def kill(self, node: RedisNode) -> None:
+        """SIGKILL one node, as a crash or a lost pod would."""
+        assert node.proc is not None
+        kill_process(node.proc)
+
+    def restart(self, node: RedisNode) -> None:
+        """Start a killed node again on its port with its nodes.conf: it rejoins the cluster."""
+        self.start_node(node)
+
+    # -- topology ----------------------------------------------------------------------------------
+    def master_nodes(self) -> list[RedisNode]:
+        return [n for n in self.nodes if n.running and n.role() == "master"]
+
+    def replica_nodes(self) -> list[RedisNode]:
+        return [n for n in self.nodes if n.running and n.role() == "slave"]
+
+    def node_by_port(self, port: int) -> RedisNode:
+        return next(n for n in self.nodes if n.port == port)
+
+    def master_for_slot(self, slot: int) -> RedisNode:
+        """The running master that serves ``slot`` according to a live node's CLUSTER SLOTS."""
+        probe = next(n for n in self.nodes if n.running)
+        with probe.client(socket_timeout=2) as conn:
+            for start, end, master, *_replicas in conn.execute_command("CLUSTER SLOTS"):
+                if start <= slot <= end:
+                    return self.node_by_port(int(master[1]))
+        raise LookupError(f"slot {slot} is not served by any master")
+
+    def replicas_of(self, master: RedisNode) -> list[RedisNode]:
+        out = []
+        for node in self.nodes:
+            if node.running and node is not master:
+                info = node.info("replication")
+                if info.get("role") == "slave" and int(info.get("master_port", 0)) == master.port:
+                    out.append(node)
+        return out
+
+    @property
+    def seed_addresses(self) -> list[str]:
+        return [n.address for n in self.nodes]
+
+    def url(self, scheme: str = "rediscluster") -> str:
+        """Broker URL listing every node as a seed, with the password."""
+        hosts = ",".join(n.address for n in self.nodes)
+        return f"{scheme}://:{self.password}@{hosts}"
