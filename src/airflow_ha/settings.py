@@ -1,0 +1,48 @@
+"""Settings shared by the chart and the Python code: one place reads them from the environment.
+
+The Helm chart sets these variables on the pods; local processes and tests set them the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# Names of the environment variables (the chart's _helpers.tpl uses the same names).
+ENV_SENSOR_SHARDS = "AIRFLOW_HA_SENSOR_SHARDS"  # number of smart-sensor shard pods/processes
+ENV_VIRTUAL_SHARDS = "AIRFLOW_HA_VIRTUAL_SHARDS"  # fixed number of virtual shards hashcodes map onto
+ENV_SHARD_ORDINAL = "AIRFLOW_HA_SENSOR_SHARD_ORDINAL"  # this shard's ordinal; else from the pod hostname
+
+DEFAULT_SENSOR_SHARDS = 2
+DEFAULT_VIRTUAL_SHARDS = 64
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot work; the message names the variable."""
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < 1:
+        raise SettingsError(f"{name}={value} must be at least 1")
+    return value
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    sensor_shards: int
+    virtual_shards: int
+
+    @classmethod
+    def from_env(cls) -> ShardSettings:
+        shards = _positive_int(ENV_SENSOR_SHARDS, DEFAULT_SENSOR_SHARDS)
+        virtual = _positive_int(ENV_VIRTUAL_SHARDS, DEFAULT_VIRTUAL_SHARDS)
+        if shards > virtual:
+            raise SettingsError(f"{ENV_SENSOR_SHARDS}={shards} exceeds {ENV_VIRTUAL_SHARDS}={virtual}")
+        return cls(sensor_shards=shards, virtual_shards=virtual)
