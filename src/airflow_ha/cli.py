@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(module_path)
         except ModuleNotFoundError as exc:
-            if exc.name != module_path:
+            if not exc.name or not module_path.startswith(exc.name):
                 raise
             continue  # that concern ships no commands yet
         module.register(subparsers)
