@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import pytest
+
+from airflow_ha.settings import (
+    DEFAULT_SENSOR_SHARDS,
+    DEFAULT_VIRTUAL_SHARDS,
+    ENV_SENSOR_SHARDS,
+    ENV_VIRTUAL_SHARDS,
+    SettingsError,
+    ShardSettings,
+)
+
+
+def test_defaults(monkeypatch):
+    monkeypatch.delenv(ENV_SENSOR_SHARDS, raising=False)
+    monkeypatch.delenv(ENV_VIRTUAL_SHARDS, raising=False)
+    assert ShardSettings.from_env() == ShardSettings(DEFAULT_SENSOR_SHARDS, DEFAULT_VIRTUAL_SHARDS)
+
+
+def test_values_from_env(monkeypatch):
+    monkeypatch.setenv(ENV_SENSOR_SHARDS, "4")
+    monkeypatch.setenv(ENV_VIRTUAL_SHARDS, "128")
+    assert ShardSettings.from_env() == ShardSettings(4, 128)
+
+
+@pytest.mark.parametrize(
+    ("shards", "virtual", "message"),
+    [
+        ("0", "64", "AIRFLOW_HA_SENSOR_SHARDS=0 must be at least 1"),
+        ("two", "64", "AIRFLOW_HA_SENSOR_SHARDS='two' is not an integer"),
+        ("8", "4", "AIRFLOW_HA_SENSOR_SHARDS=8 exceeds AIRFLOW_HA_VIRTUAL_SHARDS=4"),
+    ],
+)
+def test_bad_values_name_the_variable(monkeypatch, shards, virtual, message):
+    monkeypatch.setenv(ENV_SENSOR_SHARDS, shards)
+    monkeypatch.setenv(ENV_VIRTUAL_SHARDS, virtual)
+    with pytest.raises(SettingsError, match=message):
+        ShardSettings.from_env()
