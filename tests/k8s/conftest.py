@@ -1,0 +1,289 @@
+"""Fixtures for the chart on a real Kubernetes cluster (the one in KUBECONFIG).
+
+No reachable cluster -> every test here is SKIPPED with the reason (never an error, never "no tests").
+``AIRFLOW_HA_K8S_UP=1`` lets the session start one with ``scripts/up --cluster-only`` (../shared/kube as
+root, or kind) and stop it with ``scripts/down`` at the end.
+
+The release: one installed by ``scripts/up`` (same name/namespace: AIRFLOW_HA_RELEASE/NAMESPACE, default
+airflow-ha/airflow-ha) is reused and left alone; otherwise the session installs it with ``scripts/up``
+(build + load images, helm upgrade --install, wait) and uninstalls it at the end (AIRFLOW_HA_K8S_KEEP=1
+keeps it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KUBECTL = REPO_ROOT / ".tools" / "bin" / "kubectl"
+HELM = REPO_ROOT / ".tools" / "bin" / "helm"
+RELEASE = os.environ.get("AIRFLOW_HA_RELEASE", "airflow-ha")
+NAMESPACE = os.environ.get("AIRFLOW_HA_NAMESPACE", "airflow-ha")
+RESULTS: list[tuple[str, str]] = []  # (what, measured) printed at the end of the session
+
+
+def record(what: str, value: str) -> None:
+    RESULTS.append((what, value))
+    print(f"[k8s] {what}: {value}", flush=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if RESULTS:
+        terminalreporter.section("k8s measurements")
+        for what, value in RESULTS:
+            terminalreporter.write_line(f"{what:<60} {value}")
+
+
+def run(cmd: list[str | Path], timeout: float = 600, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def _reachable() -> str | None:
+    """None when the cluster in KUBECONFIG answers, else the reason it does not."""
+    try:
+        from kubernetes import client, config
+    except ImportError as exc:
+        return f"the kubernetes Python client is not installed ({exc})"
+    try:
+        config.load_kube_config()
+    except Exception as exc:
+        return f"no usable kubeconfig (KUBECONFIG={os.environ.get('KUBECONFIG', '<unset>')}): {exc}"
+    try:
+        client.VersionApi().get_code(_request_timeout=10)
+    except Exception as exc:
+        where = os.environ.get("KUBECONFIG", "~/.kube/config")
+        return f"the cluster in KUBECONFIG={where} does not answer: {type(exc).__name__}: {str(exc)[:200]}"
+    return None
+
+
+@dataclass
+class Kube:
+    core: object
+    batch: object
+    apps: object
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[Kube]:
+    reason = _reachable()
+    started = False
+    if reason and os.environ.get("AIRFLOW_HA_K8S_UP") == "1":
+        proc = run([REPO_ROOT / "scripts" / "up", "--cluster-only"], timeout=900, check=False)
+        if proc.returncode == 0:
+            os.environ["KUBECONFIG"] = proc.stdout.strip().splitlines()[-1]
+            started = True
+            reason = _reachable()
+        else:
+            reason = f"{reason}; scripts/up --cluster-only failed: {proc.stderr[-500:]}"
+    if reason:
+        pytest.skip(reason)
+    from kubernetes import client
+
+    try:
+        yield Kube(core=client.CoreV1Api(), batch=client.BatchV1Api(), apps=client.AppsV1Api())
+    finally:
+        if started and os.environ.get("AIRFLOW_HA_K8S_KEEP") != "1":
+            run([REPO_ROOT / "scripts" / "down"], timeout=900, check=False)
+
+
+def helm(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+    if not HELM.is_file():
+        run(["python3", REPO_ROOT / "tools" / "bootstrap.py"])
+    return run([HELM, *args], timeout=timeout, check=check)
+
+
+@dataclass
+class Release:
+    name: str
+    namespace: str
+    installed_here: bool
+    install_seconds: float | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def selector(self) -> str:
+        return f"app.kubernetes.io/instance={self.name}"
+
+
+@pytest.fixture(scope="session")
+def release(kube: Kube) -> Iterator[Release]:
+    if not (REPO_ROOT / "chart" / "Chart.yaml").is_file():
+        pytest.skip("chart/Chart.yaml does not exist yet")
+    status = helm("status", RELEASE, "-n", NAMESPACE, "-o", "json", check=False)
+    if status.returncode == 0 and json.loads(status.stdout).get("info", {}).get("status") == "deployed":
+        yield Release(RELEASE, NAMESPACE, installed_here=False)
+        return
+    start = time.monotonic()
+    env = dict(os.environ, AIRFLOW_HA_CLUSTER="kubeconfig", AIRFLOW_HA_RELEASE=RELEASE, AIRFLOW_HA_NAMESPACE=NAMESPACE)
+    proc = subprocess.run([str(REPO_ROOT / "scripts" / "up")], env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/up failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}")
+    seconds = time.monotonic() - start
+    for line in proc.stderr.splitlines():
+        if "install -> every pod Ready" in line:
+            record("helm install -> all pods Ready + migration Complete", line.split(": ", 2)[-1])
+    record("scripts/up (build/load images, install, wait)", f"{seconds:.0f} s")
+    rel = Release(RELEASE, NAMESPACE, installed_here=True, install_seconds=seconds)
+    try:
+        yield rel
+    finally:
+        if os.environ.get("AIRFLOW_HA_K8S_KEEP") != "1":
+            run([REPO_ROOT / "scripts" / "down", "--keep-cluster"], timeout=900, check=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api_server_service(kube: Kube, rel: Release) -> str:
+    svcs = kube.core.list_namespaced_service(rel.namespace, label_selector=f"{rel.selector},component=api-server").items
+    if svcs:
+        return svcs[0].metadata.name
+    return f"{rel.name}-api-server"
+
+
+class PortForward:
+    """`kubectl port-forward svc/<api-server> PORT:8080`, restarted when it dies (its pod may be deleted)."""
+
+    def __init__(self, namespace: str, service: str):
+        self.namespace, self.service = namespace, service
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    def ensure(self, timeout: float = 120) -> str:
+        if self.proc is None or self.proc.poll() is not None:
+            self.port = _free_port()
+            self.proc = subprocess.Popen(
+                [str(KUBECTL), "-n", self.namespace, "port-forward", f"svc/{self.service}", f"{self.port}:8080"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read() if self.proc.stderr else ""
+                self.proc = None
+                time.sleep(2)
+                return (
+                    self.ensure(deadline - time.monotonic())
+                    if deadline - time.monotonic() > 5
+                    else pytest.fail(f"kubectl port-forward svc/{self.service} exited: {err[-1000:]}")
+                )
+            try:
+                requests.get(f"{url}/api/v2/monitor/health", timeout=5)
+                return url
+            except requests.RequestException:
+                time.sleep(1)
+        pytest.fail(f"kubectl port-forward svc/{self.service} did not answer within {timeout:.0f} s")
+
+    def close(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def port_forward(kube: Kube, release: Release) -> Iterator[PortForward]:
+    pf = PortForward(release.namespace, api_server_service(kube, release))
+    pf.ensure(timeout=300)
+    try:
+        yield pf
+    finally:
+        pf.close()
+
+
+def admin_password(kube: Kube, rel: Release) -> tuple[str, str]:
+    """(username, password) of the simple-auth-manager admin: AIRFLOW_HA_ADMIN_USER/PASSWORD, else the
+    release's Secret (scripts/admin-password knows where the chart keeps it)."""
+    user = os.environ.get("AIRFLOW_HA_ADMIN_USER", "admin")
+    if os.environ.get("AIRFLOW_HA_ADMIN_PASSWORD"):
+        return user, os.environ["AIRFLOW_HA_ADMIN_PASSWORD"]
+    proc = run(
+        [
+            "python3",
+            REPO_ROOT / "scripts" / "admin-password",
+            "--namespace",
+            rel.namespace,
+            "--release",
+            rel.name,
+            "--kubectl",
+            KUBECTL,
+            "--user",
+            user,
+        ],
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"cannot find the admin password: {proc.stderr.strip()}")
+    return user, proc.stdout.strip()
+
+
+class Api:
+    """The Airflow REST API through the port-forward, with a JWT from POST /auth/token."""
+
+    def __init__(self, pf: PortForward, user: str, password: str):
+        self.pf, self.user, self.password = pf, user, password
+        self.token: str | None = None
+
+    def login(self) -> str:
+        url = self.pf.ensure()
+        resp = requests.post(f"{url}/auth/token", json={"username": self.user, "password": self.password}, timeout=30)
+        assert resp.status_code in (200, 201), f"POST /auth/token -> {resp.status_code}: {resp.text[:500]}"
+        self.token = resp.json()["access_token"]
+        return self.token
+
+    def request(self, method: str, path: str, retries: int = 6, **kw) -> requests.Response:
+        last: Exception | None = None
+        for _ in range(retries):
+            try:
+                url = self.pf.ensure()
+                if self.token is None:
+                    self.login()
+                resp = requests.request(
+                    method, f"{url}{path}", headers={"Authorization": f"Bearer {self.token}"}, timeout=60, **kw
+                )
+                if resp.status_code == 401:
+                    self.token = None
+                    continue
+                if resp.status_code in (502, 503, 504):
+                    time.sleep(3)
+                    continue
+                return resp
+            except requests.RequestException as exc:  # port-forward broke (pod deleted): reconnect
+                last = exc
+                self.pf.close()
+                time.sleep(3)
+        raise AssertionError(f"{method} {path} failed after {retries} tries: {last}")
+
+    def get(self, path: str, **kw) -> dict:
+        resp = self.request("GET", path, **kw)
+        assert resp.status_code == 200, f"GET {path} -> {resp.status_code}: {resp.text[:500]}"
+        return resp.json()
+
+
+@pytest.fixture(scope="session")
+def api(kube: Kube, release: Release, port_forward: PortForward) -> Api:
+    user, password = admin_password(kube, release)
+    return Api(port_forward, user, password)

@@ -1,0 +1,221 @@
+"""The chart on a real cluster, as a user sees it: install to Ready, the UI and REST API through
+`kubectl port-forward`, a DAG run on the Celery workers with its log read back through the api-server,
+invalid values refused before anything is created, and the active scheduler's pod deleted mid-run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+
+import pytest
+import requests
+
+from tests.k8s.conftest import HELM, REPO_ROOT, Api, Kube, PortForward, Release, record, run
+
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1500)]
+
+HEALTH_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+
+
+def _pods(kube: Kube, rel: Release, component: str | None = None) -> list:
+    selector = rel.selector + (f",component={component}" if component else "")
+    return [
+        p
+        for p in kube.core.list_namespaced_pod(rel.namespace, label_selector=selector).items
+        if not p.metadata.deletion_timestamp
+    ]
+
+
+def _ready(pod) -> bool:
+    if pod.status.phase == "Succeeded":
+        return True
+    return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+
+
+def _job_complete(job) -> bool:
+    return any(c.type == "Complete" and c.status == "True" for c in (job.status.conditions or []))
+
+
+def test_every_pod_ready_and_migration_complete(kube: Kube, release: Release):
+    start = time.monotonic()
+    deadline = start + 900
+    while True:
+        pods = _pods(kube, release)
+        jobs = [
+            j
+            for j in kube.batch.list_namespaced_job(release.namespace, label_selector=release.selector).items
+            if "migrat" in j.metadata.name
+        ]
+        not_ready = [p.metadata.name for p in pods if not _ready(p)]
+        pending_jobs = [j.metadata.name for j in jobs if not _job_complete(j)]
+        if pods and not not_ready and not pending_jobs:
+            break
+        assert time.monotonic() < deadline, f"not Ready after 900 s: pods {not_ready}, jobs {pending_jobs}"
+        time.sleep(3)
+    components = sorted({p.metadata.labels.get("component", "?") for p in pods})
+    nodes = sorted({p.spec.node_name for p in pods})
+    record("pods Ready (this check)", f"{len(pods)} pods, components {components}, nodes {nodes}")
+    record("migration Job", ", ".join(f"{j.metadata.name} Complete" for j in jobs) or "hook job already removed")
+    if release.install_seconds is not None:
+        record("install by this session (scripts/up)", f"{release.install_seconds:.0f} s")
+
+
+def test_login_page_and_health(release: Release, port_forward: PortForward):
+    url = port_forward.ensure()
+    page = requests.get(f"{url}/", timeout=30)
+    assert page.status_code == 200, f"GET / -> {page.status_code}"
+    assert "<html" in page.text.lower() and "airflow" in page.text.lower(), page.text[:300]
+    login = requests.get(f"{url}/auth/login", timeout=30, allow_redirects=True)
+    assert login.status_code == 200, f"GET /auth/login -> {login.status_code}"
+
+    deadline = time.monotonic() + 180
+    while True:
+        health = requests.get(f"{url}/api/v2/monitor/health", timeout=30).json()
+        unhealthy = {
+            c: health.get(c, {}).get("status")
+            for c in HEALTH_COMPONENTS
+            if health.get(c, {}).get("status") != "healthy"
+        }
+        if not unhealthy:
+            break
+        assert time.monotonic() < deadline, f"/api/v2/monitor/health not healthy after 180 s: {unhealthy}: {health}"
+        time.sleep(5)
+    record("/api/v2/monitor/health", ", ".join(f"{c}={health[c]['status']}" for c in HEALTH_COMPONENTS))
+
+
+def _pick_dag(api: Api) -> str:
+    wanted = os.environ.get("AIRFLOW_HA_K8S_DAG")
+    deadline = time.monotonic() + 300
+    while True:
+        dags = api.get("/api/v2/dags", params={"limit": 200})["dags"]
+        ids = {d["dag_id"]: d for d in dags}
+        if wanted and wanted in ids:
+            return wanted
+        if not wanted:
+            for d in dags:
+                tags = {t["name"] for t in d.get("tags", [])}
+                if tags & {"failover", "celery"} or re.search(r"celery|failover", d["dag_id"]):
+                    return d["dag_id"]
+        if time.monotonic() > deadline:
+            pytest.skip(
+                f"no {'DAG ' + wanted if wanted else 'Celery/failover DAG'} parsed after 300 s; DAGs: {sorted(ids)}"
+            )
+        time.sleep(10)
+
+
+def _trigger(api: Api, dag_id: str) -> str:
+    resp = api.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+    assert resp.status_code == 200, f"unpause {dag_id}: {resp.status_code} {resp.text[:300]}"
+    run_id = f"k8s_{secrets.token_hex(4)}"
+    resp = api.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"dag_run_id": run_id, "logical_date": None})
+    assert resp.status_code in (200, 201), f"trigger {dag_id}: {resp.status_code} {resp.text[:500]}"
+    return resp.json()["dag_run_id"]
+
+
+def _wait_run(api: Api, dag_id: str, run_id: str, timeout: float = 600) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+        if state in ("success", "failed"):
+            return state
+        assert time.monotonic() < deadline, f"{dag_id}/{run_id} still {state} after {timeout:.0f} s"
+        time.sleep(5)
+
+
+@pytest.fixture(scope="module")
+def celery_dag(api: Api) -> str:
+    return _pick_dag(api)
+
+
+def test_dag_runs_on_celery_workers_and_log_is_readable(kube: Kube, release: Release, api: Api, celery_dag: str):
+    start = time.monotonic()
+    run_id = _trigger(api, celery_dag)
+    state = _wait_run(api, celery_dag, run_id)
+    tis = api.get(f"/api/v2/dags/{celery_dag}/dagRuns/{run_id}/taskInstances", params={"limit": 500})["task_instances"]
+    failed = [f"{t['task_id']}={t['state']}" for t in tis if t["state"] not in ("success", "skipped")]
+    assert state == "success", f"{celery_dag}/{run_id} ended {state}; tasks: {failed}"
+    record(f"DAG {celery_dag} via REST API", f"success in {time.monotonic() - start:.0f} s, {len(tis)} tasks")
+
+    workers = {p.metadata.name for p in _pods(kube, release, "worker")}
+    assert workers, "no pod with component=worker"
+    hosts = {t["hostname"] for t in tis if t.get("hostname")}
+    assert hosts and hosts <= workers | {w.split(".")[0] for w in workers}, (
+        f"tasks ran on {hosts}, workers are {workers}"
+    )
+
+    ti = next(t for t in tis if t["state"] == "success")
+    resp = api.request(
+        "GET",
+        f"/api/v2/dags/{celery_dag}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{ti['try_number']}",
+        params={"full_content": "true", **({"map_index": ti["map_index"]} if ti.get("map_index", -1) >= 0 else {})},
+        headers={"Accept": "application/json"},
+    )
+    assert resp.status_code == 200, f"task log -> {resp.status_code}: {resp.text[:500]}"
+    content = resp.json().get("content")
+    text = str(content)
+    assert content and ("Could not read served logs" not in text), f"task log not readable: {text[:1500]}"
+    record("task log through the api-server", f"{ti['task_id']} on {ti['hostname']}: {len(text)} chars")
+
+
+def test_invalid_values_fail_before_anything_is_created(kube: Kube, release: Release):
+    bad = f"bad-{secrets.token_hex(3)}"
+    invalid = os.environ.get("AIRFLOW_HA_K8S_INVALID_SET", "scheduler.replicas=-1")
+    proc = run([HELM, "install", bad, REPO_ROOT / "chart", "-n", release.namespace, "--set", invalid], check=False)
+    assert proc.returncode != 0, f"helm install --set {invalid} succeeded:\n{proc.stdout[-2000:]}"
+    assert "schema" in proc.stderr.lower(), f"not the schema's message:\n{proc.stderr[-2000:]}"
+    key = invalid.split("=")[0].split(".")[-1]
+    assert key in proc.stderr, f"the message does not name {key}:\n{proc.stderr[-2000:]}"
+    leftovers = []
+    for lister in (
+        kube.core.list_namespaced_pod,
+        kube.core.list_namespaced_service,
+        kube.core.list_namespaced_config_map,
+        kube.core.list_namespaced_secret,
+        kube.core.list_namespaced_persistent_volume_claim,
+    ):
+        leftovers += [
+            o.metadata.name for o in lister(release.namespace, label_selector=f"app.kubernetes.io/instance={bad}").items
+        ]
+    leftovers += [
+        s.metadata.name for s in kube.core.list_namespaced_secret(release.namespace).items if bad in s.metadata.name
+    ]
+    assert not leftovers, f"objects created by the refused install: {leftovers}"
+    record("helm install with invalid values", proc.stderr.strip().splitlines()[-1][:150])
+
+
+def test_delete_active_scheduler_runs_still_succeed(kube: Kube, release: Release, api: Api, celery_dag: str):
+    schedulers = _pods(kube, release, "scheduler")
+    assert schedulers, "no scheduler pods"
+    jobs = api.get(
+        "/api/v2/jobs", params={"job_type": "SchedulerJob", "is_alive": "true", "order_by": "-latest_heartbeat"}
+    )["jobs"]
+    names = {p.metadata.name for p in schedulers}
+    active = next((j["hostname"] for j in jobs if j.get("hostname") in names), None) or sorted(names)[0]
+
+    runs = [_trigger(api, celery_dag) for _ in range(3)]
+    time.sleep(5)  # let the schedulers pick the runs up
+    t0 = time.monotonic()
+    kube.core.delete_namespaced_pod(active, release.namespace)
+    record("deleted active scheduler pod", active)
+
+    states = {r: _wait_run(api, celery_dag, r, timeout=900) for r in runs}
+    runs_done = time.monotonic() - t0
+    assert all(s == "success" for s in states.values()), f"runs after deleting {active}: {states}"
+
+    deadline = time.monotonic() + 300
+    while True:
+        current = _pods(kube, release, "scheduler")
+        if len(current) >= len(schedulers) and all(_ready(p) for p in current):
+            break
+        assert time.monotonic() < deadline, (
+            f"schedulers not back to {len(schedulers)} Ready: {[p.metadata.name for p in current]}"
+        )
+        time.sleep(3)
+    record(
+        "scheduler pod deleted",
+        f"{len(runs)} runs success {runs_done:.0f} s after; "
+        f"{len(schedulers)} schedulers Ready again {time.monotonic() - t0:.0f} s after",
+    )
