@@ -1,0 +1,105 @@
+"""A small client for Airflow 3's REST API (``/api/v2``), as the failover scenarios and users use it.
+
+Authentication is the simple auth manager's JWT: ``POST /auth/token`` with username and password.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import requests
+
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+class AirflowAPIError(RuntimeError):
+    pass
+
+
+@dataclass
+class AirflowAPI:
+    base_url: str  # e.g. http://127.0.0.1:8080
+    username: str = "admin"
+    password: str = "admin"
+    timeout: float = 10.0
+    _session: requests.Session = field(default_factory=requests.Session, repr=False)
+    _token: str | None = field(default=None, repr=False)
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _login(self) -> None:
+        response = self._session.post(
+            f"{self.base_url}/auth/token",
+            json={"username": self.username, "password": self.password},
+            timeout=self.timeout,
+        )
+        if response.status_code not in (200, 201):
+            raise AirflowAPIError(f"login as {self.username!r} failed: HTTP {response.status_code} {response.text}")
+        self._token = response.json()["access_token"]
+
+    def request(self, method: str, path: str, headers: dict | None = None, **kwargs) -> requests.Response:
+        if self._token is None:
+            self._login()
+        for attempt in range(2):
+            response = self._session.request(
+                method, f"{self.base_url}{path}", headers={**(headers or {}), "Authorization": f"Bearer {self._token}"},
+                timeout=self.timeout, **kwargs,
+            )
+            if response.status_code == 401 and attempt == 0:
+                self._login()  # token expired or api-server restarted with the same secret
+                continue
+            break
+        if response.status_code >= 400:
+            raise AirflowAPIError(f"{method} {path}: HTTP {response.status_code} {response.text[:500]}")
+        return response
+
+    # -- health ------------------------------------------------------------------------------------
+    def health(self) -> dict:
+        response = self._session.get(f"{self.base_url}/api/v2/monitor/health", timeout=self.timeout)
+        response.raise_for_status()
+        return response.json()
+
+    def is_up(self) -> bool:
+        try:
+            return self.health()["metadatabase"]["status"] == "healthy"
+        except (requests.RequestException, KeyError, ValueError):
+            return False
+
+    # -- DAGs and runs -----------------------------------------------------------------------------
+    def dag_ids(self) -> set[str]:
+        dags = self.request("GET", "/api/v2/dags", params={"limit": 1000}).json()["dags"]
+        return {d["dag_id"] for d in dags}
+
+    def unpause(self, dag_id: str) -> None:
+        self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, run_id: str, conf: dict | None = None) -> str:
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
+        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body).json()["dag_run_id"]
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+        return self.request("GET", path, params={"limit": 1000}).json()["task_instances"]
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+        response = self.request("GET", path, params={"full_content": "true"}, headers={"Accept": "text/plain"})
+        return response.text
+
+    def wait_for_runs(self, runs: list[tuple[str, str]], timeout: float) -> dict[tuple[str, str], str]:
+        """Poll until every (dag_id, run_id) is terminal or ``timeout`` passes; returns the last states."""
+        deadline = time.monotonic() + timeout
+        states: dict[tuple[str, str], str] = {}
+        while True:
+            for key in runs:
+                if states.get(key) not in TERMINAL_RUN_STATES:
+                    try:
+                        states[key] = self.run_state(*key)
+                    except (requests.RequestException, AirflowAPIError):
+                        states[key] = "unreachable"  # api-server restarting: ask again
+            if all(s in TERMINAL_RUN_STATES for s in states.values()) or time.monotonic() > deadline:
+                return states
+            time.sleep(2)
