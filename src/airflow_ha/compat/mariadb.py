@@ -27,10 +27,9 @@ def _patch_scheduler(module) -> None:
     def _orphan_unreferenced_assets(assets_query, *, session):
         if not session.get_bind().dialect.is_mariadb:
             return original(assets_query, session=session)
-        from sqlalchemy import delete, select, tuple_
-
         from airflow._shared.observability.metrics import stats
         from airflow.models.asset import AssetActive
+        from sqlalchemy import delete, select, tuple_
 
         orphans = session.execute(select(assets_query.c.name, assets_query.c.uri)).all()
         deleted = 0

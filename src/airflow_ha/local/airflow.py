@@ -8,9 +8,11 @@ metadata DB, one broker and one set of secrets. Each process has its own log fil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 from base64 import urlsafe_b64encode
@@ -46,7 +48,11 @@ class Component:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.argv,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         log.close()
@@ -57,12 +63,10 @@ class Component:
 
     def kill(self) -> None:
         if self.proc is not None:
+            # The whole process group at once (task runners, api-server workers), as when a pod is lost.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             kill_process(self.proc)
-            # Children (task runners, gunicorn/uvicorn workers) die with the process group, as in a pod.
-            try:
-                os.killpg(self.proc.pid, 9)
-            except ProcessLookupError:
-                pass
 
     def tail(self, lines: int = 40) -> str:
         return log_tail(self.log_path, lines)
@@ -146,30 +150,55 @@ class LocalAirflow:
 
     def plan(self) -> list[Component]:
         plan = [
-            self._component("api-server", "api-server",
-                            [*AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(self.api_port)]),
+            self._component(
+                "api-server",
+                "api-server",
+                [*AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(self.api_port)],
+            ),
             self._component("dag-processor", "dag-processor", [*AIRFLOW, "dag-processor"]),
         ]
-        plan += [self._component(f"scheduler-{i}", "scheduler", [*AIRFLOW, "scheduler"]) for i in range(self.schedulers)]
         plan += [
-            self._component("triggerer", "triggerer", [*AIRFLOW, "triggerer"],
-                            AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port())),
-            self._component("triggerer-default", "triggerer", [*AIRFLOW, "triggerer", "--queues", "default"],
-                            AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port())),
+            self._component(f"scheduler-{i}", "scheduler", [*AIRFLOW, "scheduler"]) for i in range(self.schedulers)
         ]
         plan += [
             self._component(
-                f"worker-{i}", "worker",
-                [*AIRFLOW, "celery", "worker", "--celery-hostname", f"worker-{i}@%h",
-                 "--queues", ",".join(self.worker_queues)],
+                "triggerer",
+                "triggerer",
+                [*AIRFLOW, "triggerer"],
+                AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
+            ),
+            self._component(
+                "triggerer-default",
+                "triggerer",
+                [*AIRFLOW, "triggerer", "--queues", "default"],
+                AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
+            ),
+        ]
+        plan += [
+            self._component(
+                f"worker-{i}",
+                "worker",
+                [
+                    *AIRFLOW,
+                    "celery",
+                    "worker",
+                    "--celery-hostname",
+                    f"worker-{i}@%h",
+                    "--queues",
+                    ",".join(self.worker_queues),
+                ],
                 AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
             )
             for i in range(self.workers)
         ]
         plan += [
-            self._component(f"sensor-shard-{i}", "sensor-shard", [*AIRFLOW_HA, "sensor-shard"],
-                            AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
-                            **{ENV_SHARD_ORDINAL: str(i)})
+            self._component(
+                f"sensor-shard-{i}",
+                "sensor-shard",
+                [*AIRFLOW_HA, "sensor-shard"],
+                AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
+                **{ENV_SHARD_ORDINAL: str(i)},
+            )
             for i in range(self.sensor_shards)
         ]
         return plan
@@ -195,5 +224,4 @@ class LocalAirflow:
         return next(c for c in self.components if c.name == name)
 
     def run_cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([*AIRFLOW, *args], env=self._base_env(), capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run([*AIRFLOW, *args], env=self._base_env(), capture_output=True, text=True, timeout=timeout)

@@ -49,13 +49,20 @@ class MariaDB:
 
     def _server_args(self) -> list[str]:
         args = [
-            "mariadbd", "--no-defaults",
-            f"--datadir={self.data_dir}", f"--socket={self.socket}", f"--port={self.port}",
-            "--bind-address=127.0.0.1", f"--log-error={self.log_path}",
+            "mariadbd",
+            "--no-defaults",
+            f"--datadir={self.data_dir}",
+            f"--socket={self.socket}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--log-error={self.log_path}",
             f"--pid-file={self.base_dir / 'mariadb.pid'}",
-            "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
-            "--explicit-defaults-for-timestamp=ON", "--innodb-buffer-pool-size=128M",
-            "--max-connections=500", "--skip-name-resolve",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_unicode_ci",
+            "--explicit-defaults-for-timestamp=ON",
+            "--innodb-buffer-pool-size=128M",
+            "--max-connections=500",
+            "--skip-name-resolve",
         ]
         if os.geteuid() == 0:
             args.append("--user=root")
@@ -65,8 +72,13 @@ class MariaDB:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         if not self.data_dir.exists():
-            install = ["mariadb-install-db", "--no-defaults", f"--datadir={self.data_dir}",
-                       "--auth-root-authentication-method=socket", "--skip-test-db"]
+            install = [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={self.data_dir}",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+            ]
             if os.geteuid() == 0:
                 install.append("--user=root")
             result = subprocess.run(install, capture_output=True, text=True, check=False)
@@ -95,7 +107,9 @@ class MariaDB:
     def root_sql(self, sql: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
             ["mariadb", "--no-defaults", f"--socket={self.socket}", "-uroot", "-N", "-B", "-e", sql],
-            capture_output=True, text=True, check=check,
+            capture_output=True,
+            text=True,
+            check=check,
         )
 
     def _create_database(self) -> None:

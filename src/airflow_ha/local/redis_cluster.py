@@ -147,9 +147,16 @@ class RedisCluster:
 
     def create(self) -> None:
         cmd = [
-            "redis-cli", "-a", self.password, "--no-auth-warning",
-            "--cluster", "create", *[n.address for n in self.nodes],
-            "--cluster-replicas", str(self.replicas_per_master), "--cluster-yes",
+            "redis-cli",
+            "-a",
+            self.password,
+            "--no-auth-warning",
+            "--cluster",
+            "create",
+            *[n.address for n in self.nodes],
+            "--cluster-replicas",
+            str(self.replicas_per_master),
+            "--cluster-yes",
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:
@@ -158,6 +165,7 @@ class RedisCluster:
 
     def wait_healthy(self, timeout: float = 60) -> None:
         """Every running node reports ``cluster_state:ok`` and the expected number of masters."""
+
         def healthy() -> bool:
             try:
                 running = [n for n in self.nodes if n.running]
