@@ -42,8 +42,11 @@ class AirflowAPI:
             self._login()
         for attempt in range(2):
             response = self._session.request(
-                method, f"{self.base_url}{path}", headers={**(headers or {}), "Authorization": f"Bearer {self._token}"},
-                timeout=self.timeout, **kwargs,
+                method,
+                f"{self.base_url}{path}",
+                headers={**(headers or {}), "Authorization": f"Bearer {self._token}"},
+                timeout=self.timeout,
+                **kwargs,
             )
             if response.status_code == 401 and attempt == 0:
                 self._login()  # token expired or api-server restarted with the same secret

@@ -19,6 +19,7 @@ from base64 import urlsafe_b64encode
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from airflow_ha.local.hostname import ENV_INSTANCE
 from airflow_ha.local.process import free_port, kill_process, log_tail, stop_process
 from airflow_ha.settings import ENV_SENSOR_SHARDS, ENV_SHARD_ORDINAL
 
@@ -109,6 +110,7 @@ class LocalAirflow:
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "airflow_ha.local.hostname.instance_name",
                 "AIRFLOW__CORE__FERNET_KEY": self._secret("fernet", lambda: urlsafe_b64encode(os.urandom(32)).decode()),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
@@ -146,7 +148,8 @@ class LocalAirflow:
 
     # -- topology ----------------------------------------------------------------------------------
     def _component(self, name: str, kind: str, argv: list[str], **env: str) -> Component:
-        return Component(name, kind, argv, {**self._base_env(), **env}, self.logs / f"{name}.log")
+        env = {**self._base_env(), ENV_INSTANCE: name, **env}
+        return Component(name, kind, argv, env, self.logs / f"{name}.log")
 
     def plan(self) -> list[Component]:
         plan = [

@@ -1,0 +1,67 @@
+"""ha_probe: the failover suite's workload — many short Celery tasks over several queues.
+
+Every execution of a task's code is recorded as an Airflow Variable
+``ha_probe_execution/<run>/<task>/<map index>/<try>/<nonce>``, so the failover suite can count tasks
+run, retried, duplicated and lost from the metadata database alone, locally and on Kubernetes.
+
+Params: ``tasks_per_queue`` (mapped tasks per queue), ``seconds`` (how long each task works),
+``queues`` (Celery queues the tasks go to; workers must consume them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+
+import pendulum
+from airflow.sdk import Variable, dag, get_current_context, task
+
+QUEUES = ("default", "q1", "q2", "q3", "q4", "q5")
+
+EXECUTION_PREFIX = "ha_probe_execution"
+
+
+def record_execution(context) -> None:
+    """One Airflow Variable per execution of task code, written through the Execution API.
+
+    Tasks in Airflow 3 have no database access of their own; a Variable is the record every
+    deployment can write and the failover suite can count (``variable.key`` LIKE the prefix).
+    """
+    ti = context["ti"]
+    key = "/".join(
+        [EXECUTION_PREFIX, context["run_id"], ti.task_id, str(ti.map_index), str(ti.try_number), uuid.uuid4().hex[:8]]
+    )
+    Variable.set(key, json.dumps({"hostname": socket.gethostname(), "pid": os.getpid()}))
+
+
+@dag(
+    schedule=None,
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=16,
+    max_active_tasks=64,
+    params={"tasks_per_queue": 5, "seconds": 1.0},
+    default_args={"retries": 3, "retry_delay": pendulum.duration(seconds=2)},
+    tags=["airflow-ha", "failover"],
+)
+def ha_probe():
+    @task
+    def plan() -> list[int]:
+        return list(range(int(get_current_context()["params"]["tasks_per_queue"])))
+
+    @task
+    def work(i: int) -> int:
+        context = get_current_context()
+        time.sleep(float(context["params"]["seconds"]))
+        record_execution(context)
+        return i
+
+    items = plan()
+    for queue in QUEUES:
+        work.override(task_id=f"work_{queue}", queue=queue).expand(i=items)
+
+
+ha_probe()

@@ -1,0 +1,45 @@
+"""What a failover scenario needs from a deployment, whatever runs it (local processes or Kubernetes).
+
+Components are named as in the chart: ``api-server``, ``scheduler``, ``dag-processor``,
+``triggerer``, ``worker``, ``sensor-shard``, ``redis``, ``database``. Instances are what an
+operator would name: a process name locally, a pod name on Kubernetes; for Airflow components the
+instance name is also what Airflow records as ``hostname`` in its job and task-instance rows.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from airflow_ha.failover.api import AirflowAPI
+
+
+class Backend(Protocol):
+    name: str
+    api: AirflowAPI
+
+    def instances(self, component: str) -> list[str]:
+        """Names of the running instances of ``component``."""
+
+    def kill(self, component: str, instance: str) -> None:
+        """Kill one instance at once (SIGKILL / pod deleted with no grace), as a crash would."""
+
+    def recover(self) -> None:
+        """Bring killed instances back (locally: start them again; on Kubernetes: controllers do)."""
+
+    def wait_healthy(self, timeout: float) -> None:
+        """Every component is up: the api-server reports all Airflow components healthy."""
+
+    def sql(self, query: str, params: tuple = ()) -> list[tuple]:
+        """Run a read query on the metadata database."""
+
+    def redis_master_for_queue(self, queue: str) -> str:
+        """The Redis instance that is master for the slot holding ``queue``."""
+
+    def wait_redis_promoted(self, killed: str, timeout: float) -> str:
+        """Wait until a replica serves the killed master's slots; returns the new master."""
+
+    def restart_database(self) -> None:
+        """Stop the metadata database and start it again on the same data."""
+
+    def rolling_restart(self) -> None:
+        """Restart every Airflow component instance one at a time, as an upgrade does."""

@@ -1,0 +1,197 @@
+"""The local backend: the whole topology as real processes on 127.0.0.1.
+
+Redis Cluster (6 redis-server), MariaDB, and the Airflow components of :class:`LocalAirflow`.
+A supervisor thread restarts an Airflow process that exits, after a short delay, as the kubelet
+restarts a container or a controller replaces a pod; so "no manual step" means the same here as on
+Kubernetes. Redis nodes and the database are brought back only by :meth:`recover` and
+:meth:`restart_database`, so a scenario can observe the replica's promotion first.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import MySQLdb
+from sqlalchemy.engine import make_url
+
+from airflow_ha.failover.api import AirflowAPI
+from airflow_ha.failover.scenarios import PROBE_DAG, PROBE_QUEUES, wait_for
+from airflow_ha.local.airflow import Component, LocalAirflow
+from airflow_ha.local.mariadb import MariaDB
+from airflow_ha.local.redis_cluster import RedisCluster
+
+RESTART_DELAY = 3.0  # about what a replacement pod takes to be scheduled and started
+AIRFLOW_KINDS = ("api-server", "scheduler", "dag-processor", "triggerer", "worker", "sensor-shard")
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(
+        self,
+        base_dir: Path,
+        dags_folder: Path,
+        broker_url_for,
+        *,
+        sensor_shards: int = 2,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        """``broker_url_for(cluster)`` returns the Celery broker URL for the started Redis Cluster."""
+        self.base_dir = base_dir
+        self.redis = RedisCluster(base_dir / "redis", password=secrets.token_hex(12))
+        self.db = MariaDB(base_dir / "mariadb", password=secrets.token_hex(12))
+        self.dags_folder = dags_folder
+        self.broker_url_for = broker_url_for
+        self.sensor_shards = sensor_shards
+        self.extra_env = extra_env or {}
+        self.airflow: LocalAirflow | None = None
+        self.api: AirflowAPI | None = None
+        self._paused: set[str] = set()
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def up(self, timeout: float = 300) -> None:
+        self.redis.start()
+        self.db.start()
+        self.airflow = LocalAirflow(
+            base_dir=self.base_dir / "airflow",
+            sql_alchemy_conn=self.db.sqlalchemy_url,
+            broker_url=self.broker_url_for(self.redis),
+            dags_folder=self.dags_folder,
+            worker_queues=PROBE_QUEUES,
+            sensor_shards=self.sensor_shards,
+            extra_env={
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+                "AIRFLOW__CORE__PARALLELISM": "64",
+                **self.extra_env,
+            },
+        )
+        migrate = self.airflow.run_cli("db", "migrate")
+        if migrate.returncode != 0:
+            raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-2000:]}")
+        self.airflow.start()
+        self.api = AirflowAPI(self.airflow.api_url, password=self.airflow.admin_password)
+        self._supervisor = threading.Thread(target=self._supervise, name="local-supervisor", daemon=True)
+        self._supervisor.start()
+        self.wait_healthy(timeout)
+        wait_for(lambda: PROBE_DAG in self.api.dag_ids(), timeout, f"the {PROBE_DAG} DAG to be parsed", interval=1)
+        self.api.unpause(PROBE_DAG)
+
+    def down(self) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(10)
+        if self.airflow is not None:
+            self.airflow.stop()
+        self.db.stop()
+        self.redis.stop()
+
+    def _supervise(self) -> None:
+        exited_at: dict[str, float] = {}
+        while not self._stopping.wait(0.5):
+            for component in self.airflow.components:
+                if component.running or component.name in self._paused:
+                    exited_at.pop(component.name, None)
+                    continue
+                first_seen = exited_at.setdefault(component.name, time.monotonic())
+                if time.monotonic() - first_seen >= RESTART_DELAY:
+                    component.start()
+                    exited_at.pop(component.name, None)
+
+    # -- Backend -----------------------------------------------------------------------------------
+    def _component(self, name: str) -> Component:
+        return self.airflow.by_name(name)
+
+    def instances(self, component: str) -> list[str]:
+        if component == "redis":
+            return [f"redis-{n.port}" for n in self.redis.nodes if n.running]
+        if component == "database":
+            return ["database"] if self.db.running else []
+        return [c.name for c in self.airflow.by_kind(component) if c.running]
+
+    def _redis_node(self, instance: str):
+        return self.redis.node_by_port(int(instance.rsplit("-", 1)[1]))
+
+    def kill(self, component: str, instance: str) -> None:
+        if component == "redis":
+            self.redis.kill(self._redis_node(instance))
+        elif component == "database":
+            self.db.kill()
+        else:
+            self._component(instance).kill()
+
+    def recover(self) -> None:
+        for node in self.redis.nodes:
+            if not node.running:
+                self.redis.restart(node)
+        if not self.db.running:
+            self.db.restart()
+        self.redis.wait_healthy()
+        wait_for(lambda: all(c.running for c in self.airflow.components), 60, "every Airflow process running")
+
+    def wait_healthy(self, timeout: float) -> None:
+        def healthy() -> bool:
+            try:
+                health = self.api.health()
+            except Exception:
+                return False
+            return all(part.get("status") == "healthy" for part in health.values())
+
+        wait_for(healthy, timeout, "every Airflow component healthy", interval=1)
+
+    def sql(self, query: str, params: tuple = ()) -> list[tuple]:
+        url = make_url(self.db.sqlalchemy_url)
+        conn = MySQLdb.connect(
+            host=url.host, port=url.port, user=url.username, password=url.password, database=url.database
+        )
+        try:
+            cur = conn.cursor()
+            cur.execute(query, params)
+            return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def redis_master_for_queue(self, queue: str) -> str:
+        from redis.crc import key_slot
+
+        from airflow_ha.broker.keys import queue_slot_key
+
+        node = self.redis.master_for_slot(key_slot(queue_slot_key(queue).encode()))
+        return f"redis-{node.port}"
+
+    def wait_redis_promoted(self, killed: str, timeout: float) -> str:
+        from redis.crc import key_slot
+
+        from airflow_ha.broker.keys import queue_slot_key
+
+        slot = key_slot(queue_slot_key("default").encode())
+
+        def promoted():
+            try:
+                node = self.redis.master_for_slot(slot)
+            except Exception:
+                return None
+            return node if node.running and f"redis-{node.port}" != killed else None
+
+        node = wait_for(promoted, timeout, f"a replica of {killed} to be promoted")
+        return f"redis-{node.port}"
+
+    def restart_database(self) -> None:
+        self.db.stop()
+        time.sleep(5)
+        self.db.restart()
+
+    def rolling_restart(self) -> None:
+        for component in list(self.airflow.components):
+            self._paused.add(component.name)
+            try:
+                component.stop(timeout=120)  # SIGTERM: workers finish their tasks (warm shutdown)
+                component.start()
+            finally:
+                self._paused.discard(component.name)
+            if component.kind == "api-server":
+                wait_for(self.api.is_up, 120, "the api-server to answer again", interval=1)

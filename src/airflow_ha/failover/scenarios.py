@@ -1,0 +1,222 @@
+"""The failover scenarios, each written once against :class:`~airflow_ha.failover.backend.Backend`.
+
+Every scenario starts a workload of ``ha_probe`` DAG runs (dags/ha_probe.py: short Celery tasks on
+six queues, each execution recorded in ``ha_probe_execution``), breaks one thing while it runs,
+measures how long until work flows again, waits for every run to finish and counts, from the
+metadata database, tasks run, retried, duplicated (task code that completed more than once) and lost.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from airflow_ha.failover.backend import Backend
+from airflow_ha.failover.report import ScenarioResult
+
+PROBE_DAG = "ha_probe"
+EXECUTION_PREFIX = "ha_probe_execution"  # dags/ha_probe.py records executions under this key
+PROBE_QUEUES = ("default", "q1", "q2", "q3", "q4", "q5")
+RUN_TIMEOUT = 600.0
+
+
+class ScenarioError(AssertionError):
+    pass
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise ScenarioError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Workload:
+    backend: Backend
+    scenario: str
+    tasks_per_queue: int
+    seconds: float
+    runs: list[str] = field(default_factory=list)
+
+    def trigger(self, count: int = 1) -> list[str]:
+        new = []
+        for _ in range(count):
+            run_id = f"{self.scenario}-{uuid.uuid4().hex[:8]}"
+            conf = {"tasks_per_queue": self.tasks_per_queue, "seconds": self.seconds}
+            self.backend.api.trigger(PROBE_DAG, run_id, conf=conf)
+            new.append(run_id)
+        self.runs += new
+        return new
+
+    @property
+    def tasks_expected(self) -> int:
+        return len(self.runs) * len(PROBE_QUEUES) * self.tasks_per_queue
+
+    # -- what the metadata DB says -----------------------------------------------------------------
+    def _in_runs(self, runs: list[str] | None = None) -> tuple[str, tuple]:
+        runs = runs or self.runs
+        return ", ".join(["%s"] * len(runs)), tuple(runs)
+
+    def work_instances(self, runs: list[str] | None = None) -> list[tuple]:
+        """(run_id, task_id, map_index, state, try_number, hostname, queued_by_job_id) of work_* tasks."""
+        marks, params = self._in_runs(runs)
+        return self.backend.sql(
+            "SELECT run_id, task_id, map_index, state, try_number, hostname, queued_by_job_id FROM task_instance"
+            f" WHERE dag_id = %s AND run_id IN ({marks}) AND task_id LIKE 'work\\_%%'",
+            (PROBE_DAG, *params),
+        )
+
+    def executions(self) -> dict[tuple, int]:
+        """Completed executions of task code per (run, task, map index), from the probe's Variables."""
+        counts: dict[tuple, int] = {}
+        for run_id in self.runs:
+            rows = self.backend.sql(
+                "SELECT `key` FROM variable WHERE `key` LIKE %s", (f"{EXECUTION_PREFIX}/{run_id}/%",)
+            )
+            for (key,) in rows:
+                _prefix, run, task_id, map_index, _try, _nonce = key.split("/")
+                counts[(run, task_id, int(map_index))] = counts.get((run, task_id, int(map_index)), 0) + 1
+        return counts
+
+    def queued_by(self, runs: list[str]) -> set[int]:
+        """Scheduler job ids that queued any task (``plan`` included) of ``runs``."""
+        marks, params = self._in_runs(runs)
+        rows = self.backend.sql(
+            f"SELECT DISTINCT queued_by_job_id FROM task_instance WHERE dag_id = %s AND run_id IN ({marks})"
+            " AND queued_by_job_id IS NOT NULL",
+            (PROBE_DAG, *params),
+        )
+        return {int(r[0]) for r in rows}
+
+    def succeeded(self, runs: list[str] | None = None) -> int:
+        return sum(1 for row in self.work_instances(runs) if row[3] == "success")
+
+    def result(self, recovery_seconds: float | None, states: dict, notes: list[str]) -> ScenarioResult:
+        instances = self.work_instances()
+        executions = self.executions()
+        succeeded = sum(1 for row in instances if row[3] == "success")
+        return ScenarioResult(
+            scenario=self.scenario,
+            backend=self.backend.name,
+            dag_runs=len(self.runs),
+            dag_runs_succeeded=sum(1 for s in states.values() if s == "success"),
+            tasks_expected=self.tasks_expected,
+            tasks_succeeded=succeeded,
+            tasks_retried=sum(1 for row in instances if int(row[4] or 0) > 1),
+            tasks_duplicated=sum(1 for count in executions.values() if count > 1),
+            tasks_lost=self.tasks_expected - succeeded,
+            recovery_seconds=recovery_seconds,
+            notes=notes,
+        )
+
+
+def _finish(workload: Workload, recovery: float | None, notes: list[str]) -> ScenarioResult:
+    states = workload.backend.api.wait_for_runs([(PROBE_DAG, r) for r in workload.runs], RUN_TIMEOUT)
+    workload.backend.recover()
+    workload.backend.wait_healthy(300)
+    return workload.result(recovery, states, notes)
+
+
+def _first_success_after(workload: Workload, runs: list[str], started: float, timeout: float = 300) -> float:
+    wait_for(lambda: workload.succeeded(runs) > 0, timeout, f"a task of {runs} to succeed")
+    return time.monotonic() - started
+
+
+# -- the scenarios -----------------------------------------------------------------------------------
+def scheduler_killed(backend: Backend) -> ScenarioResult:
+    """kill -9 the scheduler that queued the latest task; time until the other one schedules."""
+    workload = Workload(backend, "scheduler-killed", tasks_per_queue=4, seconds=1.0)
+    workload.trigger(3)
+    queued_by = wait_for(
+        lambda: [row[6] for row in workload.work_instances() if row[6] is not None], 180, "a queued task"
+    )
+    job_id = queued_by[-1]
+    (instance,) = backend.sql("SELECT hostname FROM job WHERE id = %s", (job_id,))[0]
+    started = time.monotonic()
+    backend.kill("scheduler", instance)
+    after_kill = workload.trigger(1)
+    other_jobs = wait_for(lambda: workload.queued_by(after_kill), 300, "a scheduler to queue the new run's tasks")
+    recovery = time.monotonic() - started
+    notes = [f"killed {instance} (job {job_id}); the new run was queued by job(s) {sorted(other_jobs)}"]
+    if job_id in other_jobs:
+        raise ScenarioError(f"the killed scheduler's job {job_id} still queued tasks")
+    return _finish(workload, recovery, notes)
+
+
+def worker_killed(backend: Backend) -> ScenarioResult:
+    """kill -9 a Celery worker while it runs tasks (acks_late): the tasks run again elsewhere."""
+    workload = Workload(backend, "worker-killed", tasks_per_queue=2, seconds=20.0)
+    workload.trigger(2)
+    running = wait_for(
+        lambda: [row for row in workload.work_instances() if row[3] == "running" and row[5]], 180, "a running task"
+    )
+    instance = running[0][5]
+    victims = [row[:3] for row in workload.work_instances() if row[3] == "running" and row[5] == instance]
+    started = time.monotonic()
+    backend.kill("worker", instance)
+
+    def victims_done() -> bool:
+        states = {row[:3]: row[3] for row in workload.work_instances()}
+        return all(states.get(key) == "success" for key in victims)
+
+    wait_for(victims_done, RUN_TIMEOUT, f"the {len(victims)} task(s) that ran on {instance} to succeed again")
+    recovery = time.monotonic() - started
+    notes = [f"killed {instance} while it ran {len(victims)} task(s); all re-ran and succeeded"]
+    return _finish(workload, recovery, notes)
+
+
+def redis_master_killed(backend: Backend) -> ScenarioResult:
+    """kill -9 the Redis master of the busiest queue; the replica is promoted and tasks keep flowing."""
+    workload = Workload(backend, "redis-master-killed", tasks_per_queue=8, seconds=0.5)
+    workload.trigger(3)
+    wait_for(lambda: workload.succeeded() > 0, 180, "tasks to flow")
+    instance = backend.redis_master_for_queue("default")
+    started = time.monotonic()
+    backend.kill("redis", instance)
+    promoted = backend.wait_redis_promoted(instance, 60)
+    promoted_after = time.monotonic() - started
+    after_kill = workload.trigger(1)
+    recovery = _first_success_after(workload, after_kill, started)
+    notes = [f"killed master {instance}; {promoted} promoted after {promoted_after:.1f}s"]
+    return _finish(workload, recovery, notes)
+
+
+def database_restarted(backend: Backend) -> ScenarioResult:
+    """Restart the metadata database mid-workload; every component reconnects by itself."""
+    workload = Workload(backend, "database-restarted", tasks_per_queue=4, seconds=2.0)
+    workload.trigger(2)
+    wait_for(lambda: workload.succeeded() > 0, 180, "tasks to flow")
+    started = time.monotonic()
+    backend.restart_database()
+    wait_for(backend.api.is_up, 300, "the api-server to reach the database again", interval=1)
+    after_restart = workload.trigger(1)
+    recovery = _first_success_after(workload, after_restart, started)
+    return _finish(workload, recovery, ["database stopped and started again on the same data"])
+
+
+def rolling_restart(backend: Backend) -> ScenarioResult:
+    """Restart every Airflow component one at a time (an upgrade) while DAG runs are in flight."""
+    workload = Workload(backend, "rolling-restart", tasks_per_queue=4, seconds=2.0)
+    workload.trigger(3)
+    wait_for(lambda: workload.succeeded() > 0, 180, "tasks to flow")
+    started = time.monotonic()
+    backend.rolling_restart()
+    rollout = time.monotonic() - started
+    workload.trigger(1)
+    return _finish(workload, rollout, [f"rollout of every Airflow component took {rollout:.0f}s"])
+
+
+SCENARIOS: dict[str, Callable[[Backend], ScenarioResult]] = {
+    "scheduler-killed": scheduler_killed,
+    "worker-killed": worker_killed,
+    "redis-master-killed": redis_master_killed,
+    "database-restarted": database_restarted,
+    "rolling-restart": rolling_restart,
+}
