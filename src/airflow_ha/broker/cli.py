@@ -1,0 +1,59 @@
+"""``airflow-ha broker-check``: is the Redis Cluster broker reachable, authenticated and healthy?
+
+Used by the chart as the Celery worker readiness probe. Exit 0 and one line on success; exit 1 with the
+problem named (bad URL, unreachable seeds, wrong password, uncovered slots) otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _broker_url_from_airflow() -> str | None:
+    url = os.environ.get("AIRFLOW__CELERY__BROKER_URL")
+    if url:
+        return url
+    try:
+        from airflow.configuration import conf
+    except Exception:
+        return None
+    return conf.get("celery", "broker_url", fallback=None)
+
+
+def check(url: str, timeout: float | None = None) -> str:
+    """Return a one-line summary; raise with a clear message when the broker is not usable."""
+    from airflow_ha.broker.options import BrokerOptions
+    from airflow_ha.broker.transport import check_cluster
+    from airflow_ha.broker.url import parse
+
+    parsed = parse(url)
+    options = dict(parsed.options)
+    if timeout is not None:
+        options["socket_connect_timeout"] = timeout
+    info = check_cluster(parsed, BrokerOptions.from_mapping(options))
+    return (
+        f"ok: {parsed.as_uri()} cluster_state={info.get('cluster_state')} "
+        f"slots_assigned={info.get('cluster_slots_assigned')} known_nodes={info.get('cluster_known_nodes')} "
+        f"cluster_size={info.get('cluster_size')}"
+    )
+
+
+def run(args) -> int:
+    url = args.url or _broker_url_from_airflow()
+    if not url:
+        print("broker-check: no broker URL: pass --url or set [celery] broker_url", file=sys.stderr)
+        return 2
+    try:
+        print(check(url, args.timeout))
+    except Exception as exc:
+        print(f"broker-check: FAILED: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("broker-check", help=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="broker URL (default: [celery] broker_url / AIRFLOW__CELERY__BROKER_URL)")
+    parser.add_argument("--timeout", type=float, default=None, help="connect timeout per seed node, seconds")
+    parser.set_defaults(func=run)
