@@ -361,6 +361,7 @@ class Channel(virtual.Channel):
         if not queues:
             return False
         n = len(queues)
+        error = None
         for i in range(n):
             queue = queues[(self._rr + i) % n]
             if queue not in self._ready:
@@ -370,9 +371,14 @@ class Channel(virtual.Channel):
             except Empty:
                 self._ready.discard(queue)
                 continue
+            except BrokerUnavailable as exc:  # its master is failing over: serve the other queues meanwhile
+                error = exc
+                continue
             self._rr = (self._rr + i + 1) % n
             self.connection._deliver(message, queue)
             return True
+        if error is not None:
+            raise error
         return False
 
     def restore_visible(self) -> int:
@@ -440,6 +446,7 @@ class Transport(virtual.Transport):
         self._pubsubs: dict[str, redis.client.PubSub] = {}  # node name -> pubsub
         self._sub_node: dict[str, str] = {}  # channel -> node name it is subscribed on
         self._subs_dirty = True
+        self._resubscribe_at = 0.0
         self._broken_since: float | None = None
         self._next_poll = 0.0
         self._next_visibility = 0.0
@@ -619,7 +626,7 @@ class Transport(virtual.Transport):
         self._subs_dirty = True
 
     def _ensure_subscriptions(self) -> None:
-        if not self._subs_dirty:
+        if not self._subs_dirty or monotonic() < self._resubscribe_at:
             return
         self._wanted = wanted = self._wanted_channels()
         try:
@@ -635,7 +642,7 @@ class Transport(virtual.Transport):
                     ps = self._pubsubs.get(name)
                     del self._sub_node[chan]
                     if ps is not None:
-                        ps.sunsubscribe(chan)
+                        ps.sunsubscribe(chan)  # one channel per command: a command's channels must share a slot
             for name, chans in by_node.items():
                 new = [c for c in chans if self._sub_node.get(c) != name]
                 if not new:
@@ -643,8 +650,8 @@ class Transport(virtual.Transport):
                 ps = self._pubsubs.get(name)
                 if ps is None:
                     ps = self._pubsubs[name] = self.cluster.get_redis_connection(nodes[name]).pubsub()
-                ps.ssubscribe(*new)
-                for c in new:
+                for c in new:  # SSUBSCRIBE of several channels needs them in one slot: one command each
+                    ps.ssubscribe(c)
                     self._sub_node[c] = name
             self._subs_dirty = False
             self._broken_since = None
@@ -662,6 +669,7 @@ class Transport(virtual.Transport):
                 f"Redis Cluster unusable for more than failover_timeout={self.opts.failover_timeout:g}s: {exc}"
             ) from exc
         log.warning("broker: %s: %s; refreshing slot map", exc.__class__.__name__, exc)
+        self._resubscribe_at = now + 0.25
         for name in list(self._pubsubs):
             self._drop_pubsub(name)
         self._subs_dirty = True
@@ -691,6 +699,7 @@ class Transport(virtual.Transport):
                 self._drop_pubsub(name)
                 self.refresh_topology()
                 self._next_poll = 0.0
+                self._resubscribe_at = monotonic() + 0.25  # back off: never spin on a failing node
         return delivered
 
     def _drain_once(self) -> bool:

@@ -6,6 +6,7 @@ one JSON line per start/finish to a file; tests read it to see which task ids ra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -84,10 +85,8 @@ class Worker:
 
     def kill9(self) -> None:
         """SIGKILL the worker and its pool children (the whole process group), as a lost pod."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(10)
 
     def stop(self, timeout: float = 30) -> None:
@@ -202,11 +201,14 @@ def wait_replicas_in_sync(cluster: RedisCluster, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         replicas = cluster.replica_nodes()
-        if replicas and all(r.info("replication").get("master_link_status") == "up" for r in replicas):
-            if all(
+        if (
+            replicas
+            and all(r.info("replication").get("master_link_status") == "up" for r in replicas)
+            and all(
                 all(v.get("state") == "online" for k, v in m.info("replication").items() if k.startswith("slave"))
                 for m in cluster.master_nodes()
-            ):
-                return
+            )
+        ):
+            return
         time.sleep(0.2)
     raise AssertionError("replicas did not finish their initial sync")

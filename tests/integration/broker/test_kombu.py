@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
@@ -27,10 +28,8 @@ def _name(prefix: str) -> str:
 def _drain(conn, got, n, timeout=20):
     deadline = time.monotonic() + timeout
     while len(got) < n and time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(TimeoutError):
             conn.drain_events(timeout=1)
-        except TimeoutError:
-            pass
 
 
 def _no_hang(fn, limit=60):
@@ -219,3 +218,29 @@ def test_uncovered_slots_are_named(tmp_path):
         assert "cluster_state=fail" in str(exc) and "16284 of 16384 slots assigned" in str(exc)
     finally:
         cluster.stop()
+
+
+def test_consumer_is_woken_by_sharded_pubsub_on_every_master(redis_cluster):
+    """With the safety sweep effectively off, only SSUBSCRIBE notifications can deliver these messages."""
+    from tests.unit.broker.test_keys import QUEUES
+
+    names = [f"{q}" for q in QUEUES]
+    masters = {redis_cluster.master_for_slot(keys.queue_slot(q)).port for q in names}
+    assert len(masters) == 3
+    opts = {"poll_sweep_interval": 3600}
+    queues = [Queue(n) for n in names]
+    with Connection(redis_cluster.url(), transport_options=opts) as conn:
+        for q in queues:
+            q(conn.default_channel).declare()
+            conn.default_channel.queue_purge(q.name)
+        got = []
+        with Consumer(conn, queues, callbacks=[lambda body, m: (got.append(body), m.ack())]):
+            with pytest.raises(TimeoutError):  # first pass: every queue tried once, all empty; now subscribed
+                conn.drain_events(timeout=0.5)
+            assert not any(c._ready for c in conn.transport.channels)
+            with Connection(redis_cluster.url()) as publisher:
+                producer = Producer(publisher)
+                for q in names:
+                    producer.publish({"q": q}, routing_key=q)
+            _drain(conn, got, len(names), timeout=30)
+    assert sorted(b["q"] for b in got) == sorted(names)
