@@ -30,12 +30,16 @@ promoted replica then lacks it. Mitigation: after each publish (and ack) the tra
 connection, so the call returns only once a replica holds the write. Trade-off: every publish/ack
 costs one replication round trip (sub-millisecond on a LAN; up to the timeout when a replica lags)
 in exchange for no acknowledged publish lost on failover; ``replication_wait_replicas=0`` turns it off
-(lowest latency, a failover can lose the last writes). When WAIT times out with the replicas connected,
-``replication_wait_policy`` decides: ``warn`` (default: log, keep going: availability first) or
-``raise`` (:class:`ReplicationWaitError`, a connection error: Celery retries the publish, which may
-duplicate but not lose). When the master has fewer connected replicas than asked (e.g. right after a
-failover, before the old master rejoins) no WAIT can help: the transport warns and skips WAIT on that
-node for 5 s instead of paying the timeout on every write. WAIT on ack only reduces redeliveries.
+(lowest latency, a failover can lose the last writes). When fewer replicas ack in time,
+``replication_wait_policy`` decides. ``warn`` (default, availability first): log and carry on; when the
+master has fewer in-sync replicas than asked (e.g. right after a failover, before the old master
+rejoins) no WAIT can help, so it also skips WAIT on that node for 5 s instead of paying the timeout on
+every write: such writes are unprotected, as with ``redis://``. ``raise`` (consistency first): the call
+raises :class:`ReplicationWaitError` (a connection error, not retried by the transport since the write
+did reach the master): the publisher knows the message is unprotected; Celery's publish retry may then
+duplicate it, never silently lose it; a master without replicas refuses to acknowledge publishes.
+Consumer bookkeeping (ack, requeue, visibility restore) waits too but only ever warns: an ack or restore
+lost in a failover leaves the message in the unacked hash, so it runs again, it is never lost.
 """
 
 from __future__ import annotations
@@ -155,9 +159,6 @@ class QoS(virtual.QoS):
 
     restore_at_shutdown = True
 
-    def append(self, message, delivery_tag):
-        super().append(message, delivery_tag)
-
     def ack(self, delivery_tag):
         self.channel._ack(delivery_tag)
         super().ack(delivery_tag)
@@ -253,9 +254,7 @@ class Channel(virtual.Channel):
     def _restore_tag(self, tag, to_head=True):
         queue = self._tag_queue.pop(tag, None)
         if queue is not None:
-            self._script(
-                "restore", queue, [tag, "1" if to_head else "0", keys.notify_channel(queue)], wait_kind="publish"
-            )
+            self._script("restore", queue, [tag, "1" if to_head else "0", keys.notify_channel(queue)], wait_kind="ack")
 
     def _restore(self, message):
         self._restore_tag(message.delivery_tag, to_head=True)
@@ -337,7 +336,7 @@ class Channel(virtual.Channel):
     def get_table(self, exchange):
         table = keys.binding_table(exchange)
         values = self.connection.on_slot(table, lambda c, _node: c.smembers(table))
-        return [tuple(v.decode() if isinstance(v, bytes) else v for v in _split(val)) for val in values]
+        return [tuple(_split(val)) for val in values]
 
     def basic_consume(self, queue, *args, **kwargs):
         ret = super().basic_consume(queue, *args, **kwargs)
@@ -389,7 +388,7 @@ class Channel(virtual.Channel):
                     "sweep",
                     queue,
                     [self.opts.visibility_timeout, self.opts.max_restore_batch, keys.notify_channel(queue)],
-                    wait_kind="publish",
+                    wait_kind="ack",
                     deadline=0,
                 )
                 or 0
@@ -536,6 +535,8 @@ class Transport(virtual.Transport):
                 node = self.cluster.get_node_from_key(key)
                 client = self.cluster.get_redis_connection(node)
                 return fn(client, node)
+            except ReplicationWaitError:
+                raise  # the write happened on the master: re-running it would duplicate, the caller decides
             except RETRYABLE as exc:
                 if _not_retryable(exc):
                     raise
@@ -555,13 +556,13 @@ class Transport(virtual.Transport):
         def run(client, node):
             wait = replicas and self._no_wait_until.get(node.name, 0) < monotonic()
             try:
-                return self._eval(client, node, name, keys_, args, wait, sha=True)
+                return self._eval(client, node, name, keys_, args, wait, sha=True, kind=wait_kind)
             except rexc.NoScriptError:
-                return self._eval(client, node, name, keys_, args, wait, sha=False)
+                return self._eval(client, node, name, keys_, args, wait, sha=False, kind=wait_kind)
 
         return self.on_slot(keys_[0], run, deadline=deadline)
 
-    def _eval(self, client, node, name, keys_, args, wait, sha):
+    def _eval(self, client, node, name, keys_, args, wait, sha, kind=None):
         pipe = client.pipeline(transaction=False)
         if sha:
             pipe.evalsha(_SHAS[name], len(keys_), *keys_, *args)
@@ -571,15 +572,21 @@ class Transport(virtual.Transport):
             pipe.execute_command("WAIT", self.opts.replication_wait_replicas, self.opts.replication_wait_timeout_ms)
         results = pipe.execute()
         if wait and int(results[1]) < self.opts.replication_wait_replicas:
-            self._wait_shortfall(client, node, int(results[1]))
+            self._wait_shortfall(client, node, int(results[1]), kind)
         return results[0]
 
-    def _wait_shortfall(self, client, node, acked: int) -> None:
+    def _wait_shortfall(self, client, node, acked: int, kind: str | None) -> None:
         wanted = self.opts.replication_wait_replicas
         info = client.info("replication")
         connected = sum(
             1 for k, v in info.items() if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
         )
+        if self.opts.replication_wait_policy == "raise" and kind == "publish":
+            raise ReplicationWaitError(
+                f"broker: only {acked} of {wanted} replica(s) of {node.name} acknowledged a write within "
+                f"{self.opts.replication_wait_timeout_ms} ms ({connected} in sync): the write is on the master "
+                "only and could be lost in a failover (replication_wait_policy=raise)"
+            )
         if connected < wanted:
             log.warning(
                 "broker: master %s has %d in-sync replica(s) < replication_wait_replicas=%d: writes there are "
@@ -590,13 +597,10 @@ class Transport(virtual.Transport):
             )
             self._no_wait_until[node.name] = monotonic() + 5.0
             return
-        message = (
-            f"broker: only {acked} of {wanted} replica(s) of {node.name} acknowledged a write within "
-            f"{self.opts.replication_wait_timeout_ms} ms: it can be lost if {node.name} fails now"
-        )
-        if self.opts.replication_wait_policy == "raise":
-            raise ReplicationWaitError(message)
-        log.warning(message)
+        log.warning(
+            "broker: only %d of %d replica(s) of %s acknowledged a write within %d ms: it can be lost if %s fails now",
+            acked, wanted, node.name, self.opts.replication_wait_timeout_ms, node.name,
+        )  # fmt: skip
 
     # -- consuming -----------------------------------------------------------------------------------
     def subscriptions_changed(self) -> None:
@@ -765,9 +769,6 @@ class Transport(virtual.Transport):
                     pass
             except (BlockingIOError, OSError):
                 pass
-
-    def _deliver(self, message, queue):
-        super()._deliver(message, queue)
 
     @property
     def default_connection_params(self):

@@ -1,0 +1,82 @@
+"""Asynchronous replication loses writes a dying master acknowledged; WAIT turns that loss into an error.
+
+The replica of the queue's master is frozen (SIGSTOP) and its link cut so it cannot receive writes,
+messages are published, the master is killed (-9) and the replica resumed and promoted. Without WAIT
+the publisher was told "ok" for messages the new master never had: lost. With ``replication_wait_replicas=1`` and policy
+``raise`` every such publish raised :class:`ReplicationWaitError` instead: no acknowledged message lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+
+import pytest
+from kombu import Connection, Consumer, Producer, Queue
+
+import airflow_ha.broker
+from airflow_ha.broker import keys
+from airflow_ha.broker.errors import ReplicationWaitError
+from tests.integration.broker.conftest import wait_replicas_in_sync
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+airflow_ha.broker.register()
+QUEUE = "busy"
+
+
+@pytest.mark.parametrize("wait_replicas", [1, 0], ids=["wait-raise", "no-wait"])
+def test_writes_unreplicated_at_failover(own_cluster, wait_replicas):
+    cluster = own_cluster
+    wait_replicas_in_sync(cluster)
+    opts = {
+        "replication_wait_replicas": wait_replicas,
+        "replication_wait_timeout_ms": 300,
+        "replication_wait_policy": "raise",
+        "failover_timeout": 60,
+    }
+    master = cluster.master_for_slot(keys.queue_slot(QUEUE))
+    (replica,) = cluster.replicas_of(master)
+    acknowledged, refused = [], []
+    with Connection(cluster.url(), transport_options=opts) as conn:
+        producer = Producer(conn)
+        queue = Queue(QUEUE)
+        for i in range(20):
+            producer.publish({"i": i}, routing_key=QUEUE, declare=[queue])
+            acknowledged.append(i)
+        os.kill(replica.proc.pid, signal.SIGSTOP)
+        with master.client() as admin:  # cut the link: nothing published now can reach the replica
+            admin.execute_command("CLIENT KILL TYPE replica")
+        try:
+            for i in range(20, 30):
+                try:
+                    producer.publish({"i": i}, routing_key=QUEUE)
+                    acknowledged.append(i)
+                except ReplicationWaitError:
+                    refused.append(i)
+            cluster.kill(master)
+        finally:
+            os.kill(replica.proc.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 60
+    while cluster.master_for_slot(keys.queue_slot(QUEUE)).port != replica.port:
+        assert time.monotonic() < deadline, "replica was not promoted"
+        time.sleep(0.2)
+    cluster.wait_healthy()
+    received = []
+    callbacks = [lambda body, m: (received.append(body["i"]), m.ack())]
+    with (
+        Connection(cluster.url(), transport_options=opts) as conn,
+        Consumer(conn, [Queue(QUEUE)], callbacks=callbacks),
+    ):
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=1)
+    lost = sorted(set(acknowledged) - set(received))
+    print(f"\nreplication_wait_replicas={wait_replicas}: acknowledged={len(acknowledged)} refused={len(refused)} "
+          f"received={len(received)} lost_after_ack={len(lost)}")  # fmt: skip
+    if wait_replicas:
+        assert lost == [] and refused == list(range(20, 30))
+    else:
+        assert lost == list(range(20, 30)) and refused == []  # the failure mode the mitigation exists for
