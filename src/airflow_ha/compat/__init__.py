@@ -9,6 +9,16 @@ from __future__ import annotations
 
 def install() -> None:
     from airflow_ha.compat import celery, mariadb
+    from airflow_ha.compat.hooks import when_imported
 
     celery.install()
     mariadb.install()
+    # `[celery] broker_url = rediscluster://...` is all a deployment sets: the alias is registered
+    # whenever kombu's transport registry is loaded, in any process.
+    when_imported("kombu.transport", _register_broker)
+
+
+def _register_broker(_module) -> None:
+    from airflow_ha.broker import register
+
+    register()

@@ -17,6 +17,7 @@ from pathlib import Path
 import MySQLdb
 from sqlalchemy.engine import make_url
 
+from airflow_ha.broker.keys import queue_slot
 from airflow_ha.failover.api import AirflowAPI
 from airflow_ha.failover.scenarios import PROBE_DAG, PROBE_QUEUES, wait_for
 from airflow_ha.local.airflow import Component, LocalAirflow
@@ -156,19 +157,11 @@ class LocalBackend:
             conn.close()
 
     def redis_master_for_queue(self, queue: str) -> str:
-        from redis.crc import key_slot
-
-        from airflow_ha.broker.keys import queue_slot_key
-
-        node = self.redis.master_for_slot(key_slot(queue_slot_key(queue).encode()))
+        node = self.redis.master_for_slot(queue_slot(queue))
         return f"redis-{node.port}"
 
     def wait_redis_promoted(self, killed: str, timeout: float) -> str:
-        from redis.crc import key_slot
-
-        from airflow_ha.broker.keys import queue_slot_key
-
-        slot = key_slot(queue_slot_key("default").encode())
+        slot = queue_slot(PROBE_QUEUES[0])
 
         def promoted():
             try:
