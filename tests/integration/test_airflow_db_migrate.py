@@ -10,9 +10,8 @@ pytestmark = pytest.mark.integration
 
 
 def alembic_heads() -> set[str]:
-    from alembic.script import ScriptDirectory
-
     from airflow.utils.db import _get_alembic_config
+    from alembic.script import ScriptDirectory
 
     return set(ScriptDirectory.from_config(_get_alembic_config()).get_heads())
 

