@@ -38,6 +38,7 @@ class LocalBackend:
         broker_url_for,
         *,
         sensor_shards: int = 2,
+        celery_config_options: str | None = "airflow_ha.broker.celery_config.CELERY_CONFIG",
         extra_env: dict[str, str] | None = None,
     ) -> None:
         """``broker_url_for(cluster)`` returns the Celery broker URL for the started Redis Cluster."""
@@ -47,6 +48,7 @@ class LocalBackend:
         self.dags_folder = dags_folder
         self.broker_url_for = broker_url_for
         self.sensor_shards = sensor_shards
+        self.celery_config_options = celery_config_options
         self.extra_env = extra_env or {}
         self.airflow: LocalAirflow | None = None
         self.api: AirflowAPI | None = None
@@ -62,11 +64,19 @@ class LocalBackend:
             base_dir=self.base_dir / "airflow",
             sql_alchemy_conn=self.db.sqlalchemy_url,
             broker_url=self.broker_url_for(self.redis),
+            celery_config_options=self.celery_config_options,
             dags_folder=self.dags_folder,
             worker_queues=PROBE_QUEUES,
             sensor_shards=self.sensor_shards,
             extra_env={
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+                # A task whose message was consumed while the api-server could not reach the DB
+                # stays queued until this timeout requeues it (Airflow default 600 s).
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
+                # Tasks a killed scheduler had queued but not yet sent wait for another scheduler's
+                # orphan check (Airflow default every 300 s), as the chart also sets it lower.
+                "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "20",
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "15",
                 "AIRFLOW__CORE__PARALLELISM": "64",
                 **self.extra_env,
             },

@@ -61,6 +61,9 @@ class Component:
     def stop(self, timeout: float = 60) -> None:
         if self.proc is not None:
             stop_process(self.proc, timeout=timeout)
+            # Whatever the process left behind in its session (pool children, server workers) goes too.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
     def kill(self) -> None:
         if self.proc is not None:
