@@ -124,6 +124,13 @@ def _finish(workload: Workload, recovery: float | None, notes: list[str]) -> Sce
     return workload.result(recovery, states, notes)
 
 
+def _flowing(workload: Workload, runs: int) -> Workload:
+    """Trigger ``runs`` runs and return once their tasks are flowing (one has succeeded)."""
+    workload.trigger(runs)
+    wait_for(lambda: workload.succeeded() > 0, 180, "tasks to flow")
+    return workload
+
+
 def _first_success_after(workload: Workload, runs: list[str], started: float, timeout: float = 300) -> float:
     wait_for(lambda: workload.succeeded(runs) > 0, timeout, f"a task of {runs} to succeed")
     return time.monotonic() - started
@@ -186,9 +193,7 @@ def worker_killed(backend: Backend) -> ScenarioResult:
 
 def redis_master_killed(backend: Backend) -> ScenarioResult:
     """kill -9 the Redis master of the busiest queue; the replica is promoted and tasks keep flowing."""
-    workload = Workload(backend, "redis-master-killed", seconds=0.5)
-    workload.trigger(3)
-    wait_for(lambda: workload.succeeded() > 0, 180, "tasks to flow")
+    workload = _flowing(Workload(backend, "redis-master-killed", seconds=0.5), runs=3)
     instance = backend.redis_master_for_queue("default")
     started = time.monotonic()
     backend.kill("redis", instance)
@@ -202,9 +207,7 @@ def redis_master_killed(backend: Backend) -> ScenarioResult:
 
 def database_restarted(backend: Backend) -> ScenarioResult:
     """Restart the metadata database mid-workload; every component reconnects by itself."""
-    workload = Workload(backend, "database-restarted", seconds=2.0)
-    workload.trigger(2)
-    wait_for(lambda: workload.succeeded() > 0, 180, "tasks to flow")
+    workload = _flowing(Workload(backend, "database-restarted", seconds=2.0), runs=2)
     started = time.monotonic()
     backend.restart_database()
     wait_for(backend.api.is_up, 300, "the api-server to reach the database again", interval=1)
@@ -215,9 +218,7 @@ def database_restarted(backend: Backend) -> ScenarioResult:
 
 def rolling_restart(backend: Backend) -> ScenarioResult:
     """Restart every Airflow component one at a time (an upgrade) while DAG runs are in flight."""
-    workload = Workload(backend, "rolling-restart", seconds=2.0)
-    workload.trigger(3)
-    wait_for(lambda: workload.succeeded() > 0, 180, "tasks to flow")
+    workload = _flowing(Workload(backend, "rolling-restart", seconds=2.0), runs=3)
     started = time.monotonic()
     backend.rolling_restart()
     rollout = time.monotonic() - started
