@@ -1,0 +1,318 @@
+{{/* ------------------------------------------------------------------------------------------------
+Names, labels and the pieces every Airflow pod shares. Object names are "<fullname>-<component>";
+fullname is the release name (or fullnameOverride), so `helm install airflow-ha` gives the Service
+airflow-ha-api-server.
+------------------------------------------------------------------------------------------------- */}}
+
+{{- define "airflow-ha.fullname" -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end }}
+
+{{- define "airflow-ha.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end }}
+
+{{/* Labels of every object. Call with (dict "root" $ "component" "scheduler"). */}}
+{{- define "airflow-ha.labels" -}}
+helm.sh/chart: {{ include "airflow-ha.chart" .root }}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- if .component }}
+app.kubernetes.io/component: {{ .component }}
+component: {{ .component }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels (immutable). Call with (dict "root" $ "component" "scheduler"). */}}
+{{- define "airflow-ha.selectorLabels" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+component: {{ .component }}
+{{- end }}
+
+{{/* Pod template labels: selector labels + the common ones + podLabels. */}}
+{{- define "airflow-ha.podLabels" -}}
+{{ include "airflow-ha.labels" . }}
+{{- with .root.Values.podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "airflow-ha.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (printf "%s-airflow" (include "airflow-ha.fullname" .)) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end }}
+
+{{/* ---------------------------------- object names --------------------------------------------- */}}
+{{- define "airflow-ha.redis.fullname" -}}{{ include "airflow-ha.fullname" . }}-redis{{- end }}
+{{- define "airflow-ha.redis.headless" -}}{{ include "airflow-ha.fullname" . }}-redis-headless{{- end }}
+{{- define "airflow-ha.mysql.fullname" -}}{{ include "airflow-ha.fullname" . }}-mysql{{- end }}
+{{- define "airflow-ha.worker.fullname" -}}{{ include "airflow-ha.fullname" . }}-worker{{- end }}
+{{- define "airflow-ha.secret.fernet" -}}{{ include "airflow-ha.fullname" . }}-fernet-key{{- end }}
+{{- define "airflow-ha.secret.api" -}}{{ include "airflow-ha.fullname" . }}-api-secrets{{- end }}
+{{- define "airflow-ha.secret.redis" -}}{{ include "airflow-ha.fullname" . }}-redis-password{{- end }}
+{{- define "airflow-ha.secret.mysql" -}}{{ include "airflow-ha.fullname" . }}-mysql-passwords{{- end }}
+{{- define "airflow-ha.secret.connections" -}}{{ include "airflow-ha.fullname" . }}-connections{{- end }}
+{{- define "airflow-ha.secret.admin" -}}{{ include "airflow-ha.fullname" . }}-admin-password{{- end }}
+
+{{/* Number of Redis pods: masters * (1 + replicasPerMaster). */}}
+{{- define "airflow-ha.redis.nodeCount" -}}
+{{- mul (int .Values.redis.masters) (add 1 (int .Values.redis.replicasPerMaster)) -}}
+{{- end }}
+
+{{/* Space-separated stable hostnames of every Redis pod (no port). */}}
+{{- define "airflow-ha.redis.hosts" -}}
+{{- $fn := include "airflow-ha.redis.fullname" . -}}
+{{- $hl := include "airflow-ha.redis.headless" . -}}
+{{- $hosts := list -}}
+{{- range $i := until (int (include "airflow-ha.redis.nodeCount" .)) -}}
+{{- $hosts = append $hosts (printf "%s-%d.%s.%s.svc.cluster.local" $fn $i $hl $.Release.Namespace) -}}
+{{- end -}}
+{{- join " " $hosts -}}
+{{- end }}
+
+{{/* The Celery broker URL (password included): rediscluster://:PW@<every redis pod>:6379,... */}}
+{{- define "airflow-ha.brokerUrl" -}}
+{{- $port := int .root.Values.redis.port -}}
+{{- $seeds := list -}}
+{{- range $h := splitList " " (include "airflow-ha.redis.hosts" .root) -}}
+{{- $seeds = append $seeds (printf "%s:%d" $h $port) -}}
+{{- end -}}
+{{- printf "rediscluster://:%s@%s" .password (join "," $seeds) -}}
+{{- end }}
+
+{{/* Host/port/user/database of the metadata DB (in-release MySQL or external). */}}
+{{- define "airflow-ha.db.host" -}}
+{{- if .Values.database.external.enabled -}}{{ .Values.database.external.host }}{{- else -}}{{ include "airflow-ha.mysql.fullname" . }}{{- end -}}
+{{- end }}
+{{- define "airflow-ha.db.port" -}}
+{{- if .Values.database.external.enabled -}}{{ int .Values.database.external.port }}{{- else -}}3306{{- end -}}
+{{- end }}
+{{- define "airflow-ha.db.user" -}}
+{{- if .Values.database.external.enabled -}}{{ .Values.database.external.user }}{{- else -}}{{ .Values.database.user }}{{- end -}}
+{{- end }}
+{{- define "airflow-ha.db.name" -}}
+{{- if .Values.database.external.enabled -}}{{ .Values.database.external.database }}{{- else -}}{{ .Values.database.name }}{{- end -}}
+{{- end }}
+
+{{/* A value kept from the existing Secret (lookup) or freshly generated: (dict "root" $ "secret" NAME "key" KEY "generate" VALUE) */}}
+{{- define "airflow-ha.keptSecretValue" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .secret -}}
+{{- if and $existing $existing.data (hasKey $existing.data .key) -}}
+{{- index $existing.data .key | b64dec -}}
+{{- else -}}
+{{- .generate -}}
+{{- end -}}
+{{- end }}
+
+{{/* ---------------------------------- Airflow pods ---------------------------------------------- */}}
+
+{{/* The environment of every Airflow container. */}}
+{{- define "airflow-ha.env" -}}
+- name: AIRFLOW__CORE__EXECUTOR
+  value: CeleryExecutor
+- name: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "airflow-ha.secret.connections" . }}
+      key: sql-alchemy-conn
+- name: AIRFLOW__CELERY__RESULT_BACKEND
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "airflow-ha.secret.connections" . }}
+      key: result-backend
+- name: AIRFLOW__CELERY__BROKER_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "airflow-ha.secret.connections" . }}
+      key: broker-url
+- name: AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS
+  value: {{ .Values.broker.celeryConfigOptions | quote }}
+- name: AIRFLOW__CELERY__WORKER_CONCURRENCY
+  value: {{ .Values.workers.concurrency | quote }}
+- name: AIRFLOW__CORE__FERNET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "airflow-ha.secret.fernet" . }}
+      key: fernet-key
+- name: AIRFLOW__API_AUTH__JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "airflow-ha.secret.api" . }}
+      key: jwt-secret
+- name: AIRFLOW__API__SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "airflow-ha.secret.api" . }}
+      key: api-secret-key
+- name: AIRFLOW__CORE__EXECUTION_API_SERVER_URL
+  value: {{ printf "http://%s-api-server:%d/execution/" (include "airflow-ha.fullname" .) (int .Values.apiServer.service.port) | quote }}
+- name: AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS
+  value: {{ .Values.auth.users | quote }}
+- name: AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE
+  value: {{ .Values.auth.passwordsFile | quote }}
+- name: AIRFLOW_HA_SENSOR_SHARDS
+  value: {{ .Values.sensorShards.count | quote }}
+- name: AIRFLOW_HA_VIRTUAL_SHARDS
+  value: {{ .Values.sensorShards.virtualShards | quote }}
+{{- range $section, $options := .Values.config }}
+{{- range $key, $value := $options }}
+- name: {{ printf "AIRFLOW__%s__%s" (upper $section) (upper $key) }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+{{- with .Values.env }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Image of the Airflow containers. */}}
+{{- define "airflow-ha.airflowImage" -}}
+image: {{ printf "%s:%s" .Values.images.airflow.repository (toString .Values.images.airflow.tag) | quote }}
+imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
+{{- end }}
+
+{{/* Volume mounts of every Airflow container. */}}
+{{- define "airflow-ha.airflowVolumeMounts" -}}
+- name: auth
+  mountPath: {{ dir .Values.auth.passwordsFile }}
+  readOnly: true
+{{- end }}
+
+{{/* Volumes of every Airflow pod. */}}
+{{- define "airflow-ha.airflowVolumes" -}}
+- name: auth
+  secret:
+    secretName: {{ include "airflow-ha.secret.admin" . }}
+    items:
+      - key: passwords.json
+        path: {{ base .Values.auth.passwordsFile }}
+{{- end }}
+
+{{/* The init container of every Airflow pod: wait until the schema is current. */}}
+{{- define "airflow-ha.waitForMigrations" -}}
+{{- if .Values.waitForMigrations.enabled }}
+- name: wait-for-migrations
+  {{- include "airflow-ha.airflowImage" . | nindent 2 }}
+  args: ["airflow", "db", "check-migrations", "--migration-wait-timeout={{ int .Values.waitForMigrations.timeoutSeconds }}"]
+  env:
+    {{- include "airflow-ha.env" . | nindent 4 }}
+  volumeMounts:
+    {{- include "airflow-ha.airflowVolumeMounts" . | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.containerSecurityContext | nindent 4 }}
+  resources:
+    {{- toYaml .Values.waitForMigrations.resources | nindent 4 }}
+{{- end }}
+{{- end }}
+
+{{/* Pod anti-affinity of a component: (dict "root" $ "component" NAME "mode" preferred|required|none "affinity" OBJ) */}}
+{{- define "airflow-ha.affinity" -}}
+{{- if .affinity }}
+affinity:
+  {{- toYaml .affinity | nindent 2 }}
+{{- else if eq .mode "required" }}
+affinity:
+  podAntiAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      - topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "airflow-ha.selectorLabels" . | nindent 12 }}
+{{- else if eq .mode "preferred" }}
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- include "airflow-ha.selectorLabels" . | nindent 14 }}
+{{- end }}
+{{- end }}
+
+{{/* nodeSelector/tolerations/affinity/pull secrets of a pod: (dict "root" $ "component" NAME "values" COMPONENT_VALUES) */}}
+{{- define "airflow-ha.scheduling" -}}
+{{- $ns := merge (deepCopy (default dict .values.nodeSelector)) (default dict .root.Values.nodeSelector) }}
+{{- with $ns }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- $tol := concat (default list .root.Values.tolerations) (default list .values.tolerations) }}
+{{- with $tol }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- include "airflow-ha.affinity" (dict "root" .root "component" .component "mode" (default "none" .values.podAntiAffinity) "affinity" .values.affinity) }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The pod spec fields shared by Airflow pods (everything but containers):
+     (dict "root" $ "component" NAME "values" COMPONENT_VALUES) */}}
+{{- define "airflow-ha.airflowPodCommon" -}}
+serviceAccountName: {{ include "airflow-ha.serviceAccountName" .root }}
+automountServiceAccountToken: false
+securityContext:
+  {{- toYaml .root.Values.airflowPodSecurityContext | nindent 2 }}
+{{- if .values.terminationGracePeriodSeconds }}
+terminationGracePeriodSeconds: {{ int .values.terminationGracePeriodSeconds }}
+{{- end }}
+{{- /* Task hostnames are pod names: resolve <release>-worker-N through the workers' headless Service. */}}
+dnsConfig:
+  searches:
+    - {{ printf "%s.%s.svc.cluster.local" (include "airflow-ha.worker.fullname" .root) .root.Release.Namespace }}
+{{- include "airflow-ha.scheduling" . }}
+{{- if .root.Values.waitForMigrations.enabled }}
+initContainers:
+  {{- include "airflow-ha.waitForMigrations" .root | trim | nindent 2 }}
+{{- end }}
+volumes:
+  {{- include "airflow-ha.airflowVolumes" .root | nindent 2 }}
+{{- end }}
+
+{{/* Container fields shared by Airflow containers (image, env, mounts, security, resources):
+     (dict "root" $ "values" COMPONENT_VALUES) */}}
+{{- define "airflow-ha.airflowContainerCommon" -}}
+{{ include "airflow-ha.airflowImage" .root }}
+env:
+  {{- include "airflow-ha.env" .root | nindent 2 }}
+volumeMounts:
+  {{- include "airflow-ha.airflowVolumeMounts" .root | nindent 2 }}
+securityContext:
+  {{- toYaml .root.Values.containerSecurityContext | nindent 2 }}
+resources:
+  {{- toYaml (default dict .values.resources) | nindent 2 }}
+{{- end }}
+
+{{/* Pod template metadata of a component: (dict "root" $ "component" NAME) */}}
+{{- define "airflow-ha.podMetadata" -}}
+metadata:
+  labels:
+    {{- include "airflow-ha.podLabels" . | nindent 4 }}
+  annotations:
+    {{- /* Roll the pods when the configuration changes. */}}
+    checksum/config: {{ toYaml .root.Values.config | sha256sum | trunc 16 }}
+    {{- with .root.Values.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end }}
+
+{{/* `airflow jobs check` liveness probe: (dict "type" "SchedulerJob" "probe" PROBE_VALUES) */}}
+{{- define "airflow-ha.jobsCheckProbe" -}}
+livenessProbe:
+  exec:
+    command: ["airflow", "jobs", "check", "--job-type", {{ .type | quote }}, "--local"]
+  initialDelaySeconds: {{ int (default 120 .probe.initialDelaySeconds) }}
+  periodSeconds: {{ int (default 60 .probe.periodSeconds) }}
+  timeoutSeconds: {{ int (default 50 .probe.timeoutSeconds) }}
+  failureThreshold: {{ int (default 5 .probe.failureThreshold) }}
+{{- end }}
