@@ -1,0 +1,47 @@
+"""Bad values make `helm template` fail with the schema's message, naming the offending key."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chart.conftest import RenderError, helm_template
+
+pytestmark = pytest.mark.chart
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["scheduler.replicas=-1"], "at '/scheduler/replicas': minimum: got -1, want 0"),
+        (["workers.replicas=-2"], "at '/workers/replicas': minimum: got -2, want 0"),
+        (["apiServer.replicas=-1"], "at '/apiServer/replicas'"),
+        (["broker.type=redis"], "at '/broker/type': value must be 'rediscluster'"),
+        (["sensorShards.count=0"], "at '/sensorShards/count': minimum: got 0, want 1"),
+        (["database.external.enabled=true"], "at '/database/external/host': minLength: got 0, want 1"),
+        (["scheduler.replicas=two"], "at '/scheduler/replicas'"),
+        (["scheduler.podAntiAffinity=sometimes"], "at '/scheduler/podAntiAffinity'"),
+        (["redis.masters=2"], "at '/redis/masters': minimum: got 2, want 3"),
+        (["schedulr.replicas=2"], "schedulr"),
+    ],
+)
+def test_bad_values_fail_with_the_schema_message(helm_binary, sets, message):
+    args = [a for s in sets for a in ("--set", s)]
+    with pytest.raises(RenderError) as err:
+        helm_template(helm_binary, *args)
+    assert "values don't meet the specifications of the schema" in err.value.stderr, err.value.stderr
+    assert message in err.value.stderr, err.value.stderr
+
+
+def test_external_database_with_host_is_accepted(render):
+    rendered = render(
+        None,
+        "database.external.enabled=true",
+        "database.external.host=db.example.com",
+        "database.external.passwordSecret.name=airflow-db",
+    )
+    assert not rendered.has("StatefulSet", "airflow-ha-mysql")
+    assert not rendered.has("Secret", "airflow-ha-mysql-passwords")
+    import base64
+
+    conn = base64.b64decode(rendered.get("Secret", "airflow-ha-connections")["data"]["sql-alchemy-conn"]).decode()
+    assert conn.startswith("mysql+mysqldb://airflow:") and conn.endswith("@db.example.com:3306/airflow")
