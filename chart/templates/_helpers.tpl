@@ -178,20 +178,40 @@ imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
 {{- end }}
 
 {{/* Volume mounts of every Airflow container. */}}
+{{/* The simple auth manager opens its passwords file with "a+": it lives in a writable emptyDir, copied
+     from the Secret by the auth-file init container. */}}
 {{- define "airflow-ha.airflowVolumeMounts" -}}
 - name: auth
   mountPath: {{ dir .Values.auth.passwordsFile }}
-  readOnly: true
 {{- end }}
 
 {{/* Volumes of every Airflow pod. */}}
 {{- define "airflow-ha.airflowVolumes" -}}
 - name: auth
+  emptyDir:
+    sizeLimit: 1Mi
+- name: auth-secret
   secret:
     secretName: {{ include "airflow-ha.secret.admin" . }}
     items:
       - key: passwords.json
         path: {{ base .Values.auth.passwordsFile }}
+{{- end }}
+
+{{/* Init container copying the admin passwords file from the Secret into the writable auth volume. */}}
+{{- define "airflow-ha.authFileInit" -}}
+- name: auth-file
+  {{- include "airflow-ha.airflowImage" . | nindent 2 }}
+  args: ["cp", "/opt/airflow/auth-secret/{{ base .Values.auth.passwordsFile }}", {{ .Values.auth.passwordsFile | quote }}]
+  volumeMounts:
+    {{- include "airflow-ha.airflowVolumeMounts" . | nindent 4 }}
+    - name: auth-secret
+      mountPath: /opt/airflow/auth-secret
+      readOnly: true
+  securityContext:
+    {{- toYaml .Values.containerSecurityContext | nindent 4 }}
+  resources:
+    {{- toYaml .Values.waitForMigrations.resources | nindent 4 }}
 {{- end }}
 
 {{/* The init container of every Airflow pod: wait until the schema is current. */}}
@@ -271,10 +291,11 @@ dnsConfig:
   searches:
     - {{ printf "%s.%s.svc.cluster.local" (include "airflow-ha.worker.fullname" .root) .root.Release.Namespace }}
 {{- include "airflow-ha.scheduling" . }}
-{{- if .root.Values.waitForMigrations.enabled }}
 initContainers:
+  {{- include "airflow-ha.authFileInit" .root | nindent 2 }}
+  {{- if .root.Values.waitForMigrations.enabled }}
   {{- include "airflow-ha.waitForMigrations" .root | trim | nindent 2 }}
-{{- end }}
+  {{- end }}
 volumes:
   {{- include "airflow-ha.airflowVolumes" .root | nindent 2 }}
 {{- end }}

@@ -118,7 +118,7 @@ def test_env_on_every_airflow_container(render, values_file):
     checked = 0
     for name, spec in rendered.pod_specs():
         for c in spec.get("initContainers", []) + spec["containers"]:
-            if not c["image"].startswith("airflow-ha/airflow") or c["name"] in ("health", "reconciler"):
+            if not c["image"].startswith("airflow-ha/airflow") or c["name"] in ("health", "reconciler", "auth-file"):
                 continue
             env = env_of(c)
             for var, value in PLAIN_ENV.items():
@@ -146,8 +146,20 @@ def test_config_map_renders_env(render):
 def test_every_airflow_pod_waits_for_migrations(default):
     for (kind, name), _ in AIRFLOW_WORKLOADS.items():
         init = pod(default, kind, name)["initContainers"]
-        assert [c["name"] for c in init] == ["wait-for-migrations"], name
-        assert init[0]["args"] == ["airflow", "db", "check-migrations", "--migration-wait-timeout=600"]
+        assert [c["name"] for c in init] == ["auth-file", "wait-for-migrations"], name
+        assert init[1]["args"] == ["airflow", "db", "check-migrations", "--migration-wait-timeout=600"]
+
+
+def test_auth_passwords_file_is_writable_copy_of_the_secret(default):
+    # The simple auth manager opens the file with "a+": a read-only Secret mount crashes the api-server.
+    spec = pod(default, "Deployment", f"{R}-api-server")
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes["auth"]
+    assert volumes["auth-secret"]["secret"]["secretName"] == f"{R}-admin-password"
+    init = spec["initContainers"][0]
+    assert init["args"] == ["cp", "/opt/airflow/auth-secret/passwords.json", "/opt/airflow/auth/passwords.json"]
+    mount = next(m for m in container(spec, "api-server")["volumeMounts"] if m["name"] == "auth")
+    assert mount["mountPath"] == "/opt/airflow/auth" and not mount.get("readOnly")
 
 
 def test_api_server(default):
