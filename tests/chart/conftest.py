@@ -48,7 +48,9 @@ class Rendered:
             if kind in ("Deployment", "StatefulSet", "Job"):
                 out.append((f"{kind}/{obj['metadata']['name']}", obj["spec"]["template"]["spec"]))
             elif kind == "CronJob":
-                out.append((f"CronJob/{obj['metadata']['name']}", obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]))
+                out.append(
+                    (f"CronJob/{obj['metadata']['name']}", obj["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+                )
             elif kind == "Pod":
                 out.append((f"Pod/{obj['metadata']['name']}", obj["spec"]))
         return out

@@ -61,6 +61,7 @@ def ports(c: dict) -> set[int]:
 
 # ---------------------------------------------------------------- Airflow components
 
+
 def test_airflow_workloads_and_commands(default):
     expected_args = {
         f"{R}-api-server": ["airflow", "api-server", "--port", "8080"],
@@ -100,8 +101,14 @@ def test_default_replicas(default, kind, name, replicas):
 
 
 def test_replicas_follow_values(render):
-    rendered = render(None, "scheduler.replicas=3", "workers.replicas=5", "sensorShards.count=4",
-                      "redis.masters=4", "redis.replicasPerMaster=2")
+    rendered = render(
+        None,
+        "scheduler.replicas=3",
+        "workers.replicas=5",
+        "sensorShards.count=4",
+        "redis.masters=4",
+        "redis.replicasPerMaster=2",
+    )
     assert rendered.get("Deployment", f"{R}-scheduler")["spec"]["replicas"] == 3
     assert rendered.get("StatefulSet", f"{R}-worker")["spec"]["replicas"] == 5
     assert rendered.get("StatefulSet", f"{R}-sensor-shard")["spec"]["replicas"] == 4
@@ -196,7 +203,12 @@ def test_triggerers_liveness(default):
     for name in (f"{R}-triggerer", f"{R}-triggerer-default"):
         c = pod(default, "Deployment", name)["containers"][0]
         assert c["livenessProbe"]["exec"]["command"] == [
-            "airflow", "jobs", "check", "--job-type", "TriggererJob", "--local",
+            "airflow",
+            "jobs",
+            "check",
+            "--job-type",
+            "TriggererJob",
+            "--local",
         ]
 
 
@@ -245,6 +257,7 @@ def test_migrate_db_job_is_a_hook(default):
 
 # ---------------------------------------------------------------- security
 
+
 @pytest.mark.parametrize("values_file", [None, "kubeone.yaml", "production.yaml"])
 def test_every_pod_runs_as_non_root(render, values_file):
     for name, spec in render(values_file).pod_specs():
@@ -274,8 +287,13 @@ def test_no_secret_inlined_in_pod_specs(render, values_file):
 
 
 def test_secrets_generated_and_kept(default):
-    for name in (f"{R}-fernet-key", f"{R}-api-secrets", f"{R}-redis-password", f"{R}-mysql-passwords",
-                 f"{R}-admin-password"):
+    for name in (
+        f"{R}-fernet-key",
+        f"{R}-api-secrets",
+        f"{R}-redis-password",
+        f"{R}-mysql-passwords",
+        f"{R}-admin-password",
+    ):
         secret = default.get("Secret", name)
         assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep", name
     fernet = secret_value(default, f"{R}-fernet-key", "fernet-key")
@@ -286,7 +304,10 @@ def test_secrets_generated_and_kept(default):
     mysql_pw = secret_value(default, f"{R}-mysql-passwords", "mysql-password")
     conn = secret_value(default, f"{R}-connections", "sql-alchemy-conn")
     assert conn == f"mysql+mysqldb://airflow:{mysql_pw}@{R}-mysql:3306/airflow"
-    assert secret_value(default, f"{R}-connections", "result-backend") == f"db+mysql://airflow:{mysql_pw}@{R}-mysql:3306/airflow"
+    assert (
+        secret_value(default, f"{R}-connections", "result-backend")
+        == f"db+mysql://airflow:{mysql_pw}@{R}-mysql:3306/airflow"
+    )
 
 
 def test_no_default_passwords_in_values():
@@ -297,6 +318,7 @@ def test_no_default_passwords_in_values():
 
 
 # ---------------------------------------------------------------- Redis Cluster
+
 
 def test_broker_url_lists_every_redis_pod(default):
     url = secret_value(default, f"{R}-connections", "broker-url")
@@ -328,8 +350,13 @@ def test_redis_statefulset(default):
 def test_redis_config(default):
     cm = default.get("ConfigMap", f"{R}-redis-config")
     conf = cm["data"]["redis.conf"]
-    for line in ("cluster-enabled yes", "cluster-config-file /data/nodes.conf", "cluster-node-timeout 5000",
-                 "cluster-preferred-endpoint-type hostname", "appendonly yes"):
+    for line in (
+        "cluster-enabled yes",
+        "cluster-config-file /data/nodes.conf",
+        "cluster-node-timeout 5000",
+        "cluster-preferred-endpoint-type hostname",
+        "appendonly yes",
+    ):
         assert line in conf.splitlines(), line
     start = cm["data"]["start.sh"]
     assert "cluster-announce-hostname ${POD_NAME}.${HEADLESS_SERVICE}.${POD_NAMESPACE}.svc.cluster.local" in start
@@ -342,7 +369,7 @@ def test_redis_bootstrap_job(default, render):
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
     script = default.get("ConfigMap", f"{R}-redis-config")["data"]["bootstrap.sh"]
     assert "--cluster-replicas 1" in script and "--cluster-yes" in script
-    assert 'cluster_known_nodes' in script and 'cluster_slots_assigned' in script
+    assert "cluster_known_nodes" in script and "cluster_slots_assigned" in script
     assert '[ "$known" = 1 ] && [ "$assigned" = 0 ]' in script, "must only create an unformed cluster"
     assert "cluster_state:ok" in script
     for i in range(6):
@@ -352,6 +379,7 @@ def test_redis_bootstrap_job(default, render):
 
 
 # ---------------------------------------------------------------- MySQL
+
 
 def test_mysql(default):
     spec = pod(default, "StatefulSet", f"{R}-mysql")
@@ -368,6 +396,7 @@ def test_mysql(default):
 
 
 # ---------------------------------------------------------------- profiles
+
 
 def test_kubeone_profile(render):
     rendered = render("kubeone.yaml")
@@ -405,6 +434,7 @@ def test_production_profile(render):
 
 # ---------------------------------------------------------------- helm test hooks
 
+
 def test_helm_test_pods(default):
     tests = [o for o in default.of_kind("Pod") if o["metadata"]["annotations"].get("helm.sh/hook") == "test"]
     commands = {o["metadata"]["name"]: o["spec"]["containers"][0]["args"] for o in tests}
@@ -420,7 +450,9 @@ def test_notes_mention_port_forward_and_password(helm_binary):
 
     proc = subprocess.run(
         [str(helm_binary), "install", R, str(CHART), "-n", NAMESPACE, "--dry-run=client"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert f"kubectl -n {NAMESPACE} port-forward svc/{R}-api-server 8080:8080" in proc.stdout
