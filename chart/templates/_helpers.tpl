@@ -322,6 +322,8 @@ metadata:
   annotations:
     {{- /* Roll the pods when the configuration changes. */}}
     checksum/config: {{ toYaml .root.Values.config | sha256sum | trunc 16 }}
+    {{- /* The connection URLs follow the topology (every Redis pod, the DB host): roll when it changes. */}}
+    checksum/topology: {{ printf "%s|%s:%s/%s@%s" (include "airflow-ha.redis.hosts" .root) (include "airflow-ha.db.host" .root) (include "airflow-ha.db.port" .root) (include "airflow-ha.db.name" .root) (include "airflow-ha.db.user" .root) | sha256sum | trunc 16 }}
     {{- with .root.Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}

@@ -457,3 +457,17 @@ def test_notes_mention_port_forward_and_password(helm_binary):
     assert proc.returncode == 0, proc.stderr
     assert f"kubectl -n {NAMESPACE} port-forward svc/{R}-api-server 8080:8080" in proc.stdout
     assert f"get secret {R}-admin-password" in proc.stdout
+
+
+def test_pods_roll_when_topology_or_config_changes(default, render):
+    def annotations(rendered):
+        return pod_meta(rendered, "Deployment", f"{R}-scheduler")["annotations"]
+
+    base = annotations(default)
+    assert annotations(render(None, "redis.masters=4"))["checksum/topology"] != base["checksum/topology"]
+    changed = annotations(render(None, "config.scheduler.task_queued_timeout=99"))
+    assert changed["checksum/config"] != base["checksum/config"]
+
+
+def pod_meta(rendered, kind: str, name: str) -> dict:
+    return rendered.get(kind, name)["spec"]["template"]["metadata"]
