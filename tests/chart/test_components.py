@@ -471,3 +471,15 @@ def test_pods_roll_when_topology_or_config_changes(default, render):
 
 def pod_meta(rendered, kind: str, name: str) -> dict:
     return rendered.get(kind, name)["spec"]["template"]["metadata"]
+
+
+def test_broker_url_parses_with_the_transport_parser(default):
+    """The URL the chart writes is the one airflow_ha's rediscluster:// transport reads."""
+    from airflow_ha.broker.url import parse
+
+    parsed = parse(secret_value(default, f"{R}-connections", "broker-url"))
+    assert parsed.password == secret_value(default, f"{R}-redis-password", "password")
+    assert [h for h, _ in parsed.seeds] == [
+        f"{R}-redis-{i}.{R}-redis-headless.{NAMESPACE}.svc.cluster.local" for i in range(6)
+    ]
+    assert {p for _, p in parsed.seeds} == {6379}
