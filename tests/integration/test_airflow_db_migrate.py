@@ -18,8 +18,9 @@ def alembic_heads() -> set[str]:
 
 def test_db_migrate_reaches_head(airflow_db):
     url = make_url(airflow_db["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
-    conn = MySQLdb.connect(host=url.host, port=url.port, user=url.username, password=url.password,
-                           database=url.database)
+    conn = MySQLdb.connect(
+        host=url.host, port=url.port, user=url.username, password=url.password, database=url.database
+    )
     try:
         cur = conn.cursor()
         cur.execute("SELECT version_num FROM alembic_version")
