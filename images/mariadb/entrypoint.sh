@@ -80,10 +80,10 @@ if [ ! -d "$DATADIR/mysql" ]; then
     MYSQL_ROOT_HOST="${MYSQL_ROOT_HOST:-%}"
 
     log "initializing database files in $DATADIR"
-    # Any lost+found or dot-file on a fresh volume would make mariadb-install-db refuse: it does not.
-    mariadb-install-db --datadir="$DATADIR" --user="$(id -un)" --auth-root-authentication-method=normal \
+    # No --user: as uid 999 it could not chown a volume the kubelet made root-owned (local-path: 0777).
+    mariadb-install-db --datadir="$DATADIR" --auth-root-authentication-method=normal \
         --skip-test-db --skip-name-resolve --rpm >/dev/null 2>&1 \
-        || { mariadb-install-db --datadir="$DATADIR" --user="$(id -un)" --auth-root-authentication-method=normal \
+        || { mariadb-install-db --datadir="$DATADIR" --auth-root-authentication-method=normal \
                 --skip-test-db --skip-name-resolve --rpm; fail "mariadb-install-db failed"; }
 
     log "starting a temporary server (no networking)"
