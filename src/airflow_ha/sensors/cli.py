@@ -1,0 +1,109 @@
+"""``airflow-ha sensor-shard`` (what a shard pod runs) and ``airflow-ha sensors list``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sys
+
+from airflow_ha.sensors.errors import SensorConfigError
+from airflow_ha.sensors.shards import ShardMap
+from airflow_ha.settings import ENV_SHARD_ORDINAL, SettingsError
+
+
+def shard_ordinal(explicit: int | None = None) -> int:
+    """From ``--ordinal``, else AIRFLOW_HA_SENSOR_SHARD_ORDINAL, else the StatefulSet hostname's ``-N``."""
+    if explicit is not None:
+        return explicit
+    raw = os.environ.get(ENV_SHARD_ORDINAL, "")
+    if raw:
+        if not raw.isdigit():
+            raise SettingsError(f"{ENV_SHARD_ORDINAL}={raw!r} is not a non-negative integer")
+        return int(raw)
+    hostname = socket.gethostname()
+    match = re.search(r"-(\d+)$", hostname)
+    if not match:
+        raise SettingsError(
+            f"cannot tell this shard's ordinal: set {ENV_SHARD_ORDINAL} or run as <name>-N (host {hostname!r})"
+        )
+    return int(match.group(1))
+
+
+def triggerer_argv(ordinal: int, shards: ShardMap, capacity: int | None) -> list[str]:
+    argv = ["airflow", "triggerer", "--queues", ",".join(shards.queues_for_pod(ordinal))]
+    if capacity:
+        argv += ["--capacity", str(capacity)]
+    return argv
+
+
+def run_shard(args) -> int:
+    from airflow.configuration import conf
+
+    try:
+        shards = ShardMap.from_env()
+        ordinal = shard_ordinal(args.ordinal)
+        argv = triggerer_argv(ordinal, shards, args.capacity)
+    except (SettingsError, SensorConfigError) as exc:
+        print(f"airflow-ha sensor-shard: {exc}", file=sys.stderr)
+        return 2
+    if not conf.getboolean("triggerer", "queues_enabled", fallback=False):
+        print(
+            "airflow-ha sensor-shard: [triggerer] queues_enabled must be True (AIRFLOW__TRIGGERER__QUEUES_ENABLED)",
+            file=sys.stderr,
+        )
+        return 2
+    os.environ[ENV_SHARD_ORDINAL] = str(ordinal)  # the hub labels its status records with it
+    print(
+        f"sensor shard {ordinal} of {shards.sensor_shards}: {len(argv[3].split(','))} of {shards.virtual_shards} "
+        f"virtual shards; exec {' '.join(argv[:3])} <queues>",
+        flush=True,
+    )
+    if args.dry_run:
+        print(" ".join(argv))
+        return 0
+    os.execvp(argv[0], argv)  # the triggerer becomes this process: signals and exit codes reach it directly
+    return 1  # pragma: no cover
+
+
+def list_sensors(args) -> int:
+    from airflow.utils.session import create_session
+
+    from airflow_ha.sensors.listing import status_store_or_none, waiting_sensors
+
+    with create_session() as session:
+        groups = waiting_sensors(session, status_store_or_none())
+    if args.output == "json":
+        print(json.dumps([g.as_dict() for g in groups], indent=2, default=str))
+        return 0
+    if not groups:
+        print("no smart sensor is waiting")
+        return 0
+    header = f"{'hashcode':>20}  {'shard':>5}  {'waiters':>7}  {'age':>7}  {'pokes':>5}  {'last poke':<8}  target"
+    print(header)
+    for g in groups:
+        print(
+            f"{g.hashcode:>20}  {g.shard:>5}  {len(g.waiters):>7}  {g.age_seconds:>6.0f}s  {g.pokes:>5}  "
+            f"{g.last_result:<8}  {g.description}"
+        )
+        if args.verbose:
+            print(f"{'':>22}last: {g.last_detail or '-'} at {g.last_poke_at or '-'} by {g.poked_by or '-'}")
+            for w in g.waiters:
+                print(f"{'':>22}{w.dag_id}.{w.task_id} run={w.run_id} map={w.map_index} try={w.try_number}")
+    return 0
+
+
+def register(subparsers) -> None:
+    shard = subparsers.add_parser("sensor-shard", help="run this pod's smart-sensor shard (a queue-bound triggerer)")
+    shard.add_argument("--ordinal", type=int, help=f"shard ordinal (default: ${ENV_SHARD_ORDINAL} or hostname -N)")
+    shard.add_argument("--capacity", type=int, help="triggers this shard runs at most (airflow triggerer --capacity)")
+    shard.add_argument("--dry-run", action="store_true", help="print the triggerer command instead of running it")
+    shard.set_defaults(func=run_shard)
+
+    sensors = subparsers.add_parser("sensors", help="smart sensors")
+    sensors_sub = sensors.add_subparsers(dest="sensors_command", required=True)
+    listing = sensors_sub.add_parser("list", help="waiting smart sensors grouped by hashcode")
+    listing.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    listing.add_argument("-v", "--verbose", action="store_true", help="show every waiting task and the last poke")
+    listing.set_defaults(func=list_sensors)

@@ -1,0 +1,81 @@
+"""The trigger every smart sensor defers to; it runs in a sensor-shard triggerer process.
+
+It waits on the process's :class:`~airflow_ha.sensors.hub.PokeHub` (shared with every other waiter on
+the same hashcode) and then either
+
+* yields ``TaskSuccessEvent``: the triggerer marks the task successful, no worker round trip; or
+* at its deadline yields ``{"status": "timeout", ...}``: the task resumes on a worker only to raise
+  ``AirflowSensorTimeout`` naming the target and the last poke result (``soft_fail`` turns that into a
+  skip, as for any Airflow sensor).
+
+The deadline is absolute (epoch seconds, fixed when the task deferred), so a shard that restarts or is
+replaced resumes each sensor with the time it has left: a shard may be gone for as long as a sensor's
+remaining timeout without that sensor failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
+
+from airflow_ha.sensors.hub import get_hub
+
+CLASSPATH = "airflow_ha.sensors.triggers.SmartSensorTrigger"
+
+
+class SmartSensorTrigger(BaseTrigger):
+    def __init__(
+        self,
+        kind: str,
+        target: dict[str, Any],
+        hashcode: int,
+        virtual_shard: int,
+        poke_interval: float,
+        deadline: float,
+        description: str,
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self.target = target
+        self.hashcode = int(hashcode)
+        self.virtual_shard = int(virtual_shard)
+        self.poke_interval = float(poke_interval)
+        self.deadline = float(deadline)
+        self.description = description
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            CLASSPATH,
+            {
+                "kind": self.kind,
+                "target": self.target,
+                "hashcode": self.hashcode,
+                "virtual_shard": self.virtual_shard,
+                "poke_interval": self.poke_interval,
+                "deadline": self.deadline,
+                "description": self.description,
+            },
+        )
+
+    async def run(self):
+        hub = get_hub()
+        remaining = self.deadline - time.time()
+        try:
+            result = await asyncio.wait_for(
+                hub.wait_ready(self.kind, self.target, self.hashcode, self.poke_interval), timeout=max(0.0, remaining)
+            )
+        except TimeoutError:
+            last = hub.last_result(self.hashcode)
+            yield TriggerEvent(
+                {
+                    "status": "timeout",
+                    "description": self.description,
+                    "last_poke": last.detail if last else "never poked",
+                }
+            )
+            return
+        self.log.info("%s is ready: %s", self.description, result.detail)
+        yield TaskSuccessEvent()

@@ -1,0 +1,49 @@
+import pytest
+
+from airflow_ha.cli import main
+from airflow_ha.sensors.cli import shard_ordinal, triggerer_argv
+from airflow_ha.sensors.shards import ShardMap
+from airflow_ha.settings import SettingsError
+
+
+def test_ordinal_from_env_or_statefulset_hostname(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_HA_SENSOR_SHARD_ORDINAL", "3")
+    assert shard_ordinal() == 3
+    monkeypatch.delenv("AIRFLOW_HA_SENSOR_SHARD_ORDINAL")
+    monkeypatch.setattr("socket.gethostname", lambda: "airflow-ha-sensor-shard-1")
+    assert shard_ordinal() == 1
+    monkeypatch.setattr("socket.gethostname", lambda: "laptop")
+    with pytest.raises(SettingsError, match="cannot tell this shard's ordinal"):
+        shard_ordinal()
+
+
+def test_triggerer_argv_serves_this_pods_virtual_shards():
+    argv = triggerer_argv(1, ShardMap(2, 8), capacity=500)
+    assert argv == ["airflow", "triggerer", "--queues", "sensor-v001,sensor-v003,sensor-v005,sensor-v007"] + [
+        "--capacity",
+        "500",
+    ]
+
+
+def test_sensor_shard_dry_run(monkeypatch, capsys):
+    monkeypatch.setenv("AIRFLOW__TRIGGERER__QUEUES_ENABLED", "True")
+    monkeypatch.setenv("AIRFLOW_HA_SENSOR_SHARDS", "2")
+    monkeypatch.setenv("AIRFLOW_HA_VIRTUAL_SHARDS", "4")
+    assert main(["sensor-shard", "--ordinal", "0", "--dry-run"]) == 0
+    assert "airflow triggerer --queues sensor-v000,sensor-v002" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        ({"AIRFLOW_HA_SENSOR_SHARDS": "0"}, ["--ordinal", "0"], "AIRFLOW_HA_SENSOR_SHARDS=0 must be at least 1"),
+        ({"AIRFLOW_HA_SENSOR_SHARDS": "2"}, ["--ordinal", "2"], "shard ordinal 2 is outside 0..1"),
+        ({"AIRFLOW__TRIGGERER__QUEUES_ENABLED": "False"}, ["--ordinal", "0"], "queues_enabled must be True"),
+    ],
+)
+def test_sensor_shard_refuses_bad_settings(monkeypatch, capsys, env, args, message):
+    monkeypatch.setenv("AIRFLOW__TRIGGERER__QUEUES_ENABLED", "True")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["sensor-shard", *args, "--dry-run"]) == 2
+    assert message in capsys.readouterr().err

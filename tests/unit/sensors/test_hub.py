@@ -1,0 +1,84 @@
+"""The hub in one event loop, as in a shard's triggerer: shared pokes, batching, release, cancellation."""
+
+import asyncio
+
+from airflow_ha.sensors.hashcode import hashcode
+from airflow_ha.sensors.hub import PokeHub
+from airflow_ha.sensors.pokers import FilePoker, PokeResult
+
+
+def _targets(tmp_path, n_dirs=2, per_dir=5):
+    poker = FilePoker()
+    return [
+        poker.validate({"path": str(tmp_path / f"d{d}" / f"edw.{d}{i:03d}.job")})
+        for d in range(n_dirs)
+        for i in range(per_dir)
+    ]
+
+
+def test_fifty_waiters_on_ten_targets_poke_ten_per_interval(tmp_path):
+    targets = _targets(tmp_path)  # 10 targets in 2 directories
+    for d in range(2):
+        (tmp_path / f"d{d}").mkdir()
+
+    async def scenario():
+        hub = PokeHub(status=None, shard="test")
+        waits = [
+            asyncio.create_task(hub.wait_ready("file", t, hashcode("file", t), 0.2))
+            for _ in range(5)
+            for t in targets  # 5 tasks wait on each target, as in the seed's sensor_instance duplicates
+        ]
+        await asyncio.sleep(0.5)  # ~3 intervals, nothing there yet
+        assert len(hub.entries) == 10
+        rounds = hub.pokes["file"] / 10
+        assert rounds >= 2 and hub.pokes["file"] == 10 * round(rounds)  # 10 pokes per interval, not 50
+        assert hub.batches["file"] == 2 * round(rounds)  # one listing per directory per interval
+        assert not any(w.done() for w in waits)
+        for t in targets:
+            open(t["path"], "w").close()
+        results = await asyncio.wait_for(asyncio.gather(*waits), timeout=5)
+        assert all(r.ready for r in results)
+        await asyncio.sleep(0.1)
+        assert hub.entries == {}  # released waiters leave no entry behind
+
+    asyncio.run(scenario())
+
+
+def test_cancelled_waiter_leaves_others_waiting(tmp_path):
+    [target] = _targets(tmp_path, 1, 1)
+    code = hashcode("file", target)
+
+    async def scenario():
+        hub = PokeHub(status=None, shard="test")
+        a = asyncio.create_task(hub.wait_ready("file", target, code, 0.2))
+        b = asyncio.create_task(hub.wait_ready("file", target, code, 5.0))
+        await asyncio.sleep(0.3)
+        assert hub.entries[code].interval == 0.2 and hub.entries[code].waiters == 2
+        a.cancel()
+        await asyncio.sleep(0.05)
+        assert hub.entries[code].waiters == 1 and hub.entries[code].interval == 5.0
+        b.cancel()
+        await asyncio.sleep(0.05)
+        assert code not in hub.entries
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_poker_is_reported_and_retried(tmp_path, monkeypatch):
+    [target] = _targets(tmp_path, 1, 1)
+    calls = []
+
+    def flaky(self, targets):
+        calls.append(len(targets))
+        if len(calls) == 1:
+            raise OSError("disk on fire")
+        return [PokeResult(True, "ok") for _ in targets]
+
+    monkeypatch.setattr(FilePoker, "poke_batch", flaky)
+
+    async def scenario():
+        hub = PokeHub(status=None, shard="test")
+        result = await asyncio.wait_for(hub.wait_ready("file", target, hashcode("file", target), 0.2), timeout=3)
+        assert result.ready and len(calls) == 2
+
+    asyncio.run(scenario())
