@@ -19,10 +19,8 @@ def test_ordinal_from_env_or_statefulset_hostname(monkeypatch):
 
 def test_triggerer_argv_serves_this_pods_virtual_shards():
     argv = triggerer_argv(1, ShardMap(2, 8), capacity=500)
-    assert argv == ["airflow", "triggerer", "--queues", "sensor-v001,sensor-v003,sensor-v005,sensor-v007"] + [
-        "--capacity",
-        "500",
-    ]
+    queues = "sensor-v001,sensor-v003,sensor-v005,sensor-v007"
+    assert argv == ["airflow", "triggerer", "--queues", queues, "--capacity", "500"]
 
 
 def test_sensor_shard_dry_run(monkeypatch, capsys):
