@@ -68,3 +68,40 @@ print("active:", len(left))
     result = subprocess.run([sys.executable, "-c", script], env=airflow_db, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("active: 0")
+
+
+FORK_SCRIPT = r"""
+import gc, os, sys, time
+import sqlalchemy as sa
+engine = sa.create_engine(sys.argv[1], pool_pre_ping=True)
+with engine.connect() as c:
+    c.execute(sa.text("SELECT 0"))  # a pooled connection that exists before the fix is installed
+if sys.argv[2] == "fixed":
+    from airflow_ha.compat import forksafe_db
+    forksafe_db.install()
+os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))  # what airflow.settings does
+pid = os.fork()
+if pid == 0:
+    time.sleep(1)
+    gc.collect()  # the child frees its copy of the pool's connection
+    os._exit(0)
+conn = engine.connect()  # the parent is mid-work with that connection when the child frees it
+conn.execute(sa.text("SELECT 1"))
+os.waitpid(pid, 0)
+try:
+    print("RESULT", conn.execute(sa.text("SELECT 2")).scalar())
+except Exception as exc:
+    print("RESULT", type(exc).__name__, exc.orig.args[0] if hasattr(exc, "orig") else exc)
+"""
+
+
+@pytest.mark.parametrize(("variant", "expected"), [("stock", "RESULT OperationalError 2013"), ("fixed", "RESULT 2")])
+def test_forked_child_cannot_close_the_parents_mysql_connection(mariadb, variant, expected):
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT, mariadb.sqlalchemy_url, variant],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert expected in result.stdout, result.stdout + result.stderr[-2000:]

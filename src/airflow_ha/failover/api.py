@@ -89,8 +89,17 @@ class AirflowAPI:
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
-        response = self.request("GET", path, params={"full_content": "true"}, headers={"Accept": "text/plain"})
-        return response.text
+        response = self.request("GET", path, params={"full_content": "true"}, headers={"Accept": "application/json"})
+        # Airflow 3 returns structured log records; one text line per record, every field kept.
+        lines = []
+        for record in response.json().get("content", []):
+            if isinstance(record, dict):
+                head = " ".join(str(record.get(k, "")) for k in ("timestamp", "level", "event"))
+                extra = " ".join(f"{k}={v}" for k, v in record.items() if k not in ("event", "timestamp", "level"))
+                lines.append(f"{head} {extra}")
+            else:
+                lines.append(str(record))
+        return "\n".join(lines)
 
     def wait_for_runs(self, runs: list[tuple[str, str]], timeout: float) -> dict[tuple[str, str], str]:
         """Poll until every (dag_id, run_id) is terminal or ``timeout`` passes; returns the last states."""

@@ -38,6 +38,9 @@ class LocalBackend:
         broker_url_for,
         *,
         sensor_shards: int = 2,
+        schedulers: int = 2,
+        workers: int = 2,
+        worker_concurrency: int = 8,
         celery_config_options: str | None = "airflow_ha.broker.celery_config.CELERY_CONFIG",
         extra_env: dict[str, str] | None = None,
     ) -> None:
@@ -48,6 +51,7 @@ class LocalBackend:
         self.dags_folder = dags_folder
         self.broker_url_for = broker_url_for
         self.sensor_shards = sensor_shards
+        self.topology = {"schedulers": schedulers, "workers": workers, "worker_concurrency": worker_concurrency}
         self.celery_config_options = celery_config_options
         self.extra_env = extra_env or {}
         self.airflow: LocalAirflow | None = None
@@ -68,6 +72,7 @@ class LocalBackend:
             dags_folder=self.dags_folder,
             worker_queues=PROBE_QUEUES,
             sensor_shards=self.sensor_shards,
+            **self.topology,
             extra_env={
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
                 # A task whose message was consumed while the api-server could not reach the DB

@@ -113,14 +113,19 @@ class MariaDB:
         )
 
     def _create_database(self) -> None:
+        self.create_database(self.database)
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name`` (if absent) for this server's user; returns its Airflow connection URI."""
         self.root_sql(
-            f"CREATE DATABASE IF NOT EXISTS `{self.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;"
+            f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;"
             f"CREATE USER IF NOT EXISTS '{self.user}'@'%' IDENTIFIED BY '{self.password}';"
-            f"GRANT ALL PRIVILEGES ON `{self.database}`.* TO '{self.user}'@'%';"
+            f"GRANT ALL PRIVILEGES ON `{name}`.* TO '{self.user}'@'%';"
             f"CREATE USER IF NOT EXISTS '{self.user}'@'localhost' IDENTIFIED BY '{self.password}';"
-            f"GRANT ALL PRIVILEGES ON `{self.database}`.* TO '{self.user}'@'localhost';"
+            f"GRANT ALL PRIVILEGES ON `{name}`.* TO '{self.user}'@'localhost';"
             "FLUSH PRIVILEGES;"
         )
+        return f"mysql://{self.user}:{self.password}@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
         if self.proc is not None:

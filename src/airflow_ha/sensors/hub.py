@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -29,6 +30,11 @@ from airflow_ha.settings import ENV_SHARD_ORDINAL
 log = logging.getLogger(__name__)
 
 MIN_INTERVAL = 0.2  # seconds; a floor so a mistaken poke_interval=0 cannot spin a shard
+
+
+def _next_tick(now: float, interval: float) -> float:
+    """The next multiple of ``interval``: entries with equal intervals fall due together, in one batch."""
+    return (math.floor(now / interval) + 1) * interval
 
 
 @dataclass
@@ -129,7 +135,7 @@ class PokeHub:
             for entry, result in zip(entries, outcome, strict=True):
                 entry.last, entry.last_poke_at = result, poked_at
                 entry.pokes += 1
-                entry.next_due = time.monotonic() + entry.interval
+                entry.next_due = _next_tick(time.monotonic(), entry.interval)
                 self.pokes[kind] += 1
                 records.append(
                     PokeRecord(

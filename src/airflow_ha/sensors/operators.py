@@ -108,8 +108,10 @@ class SmartSensor(BaseSensorOperator):
             timeout=timedelta(seconds=self.timeout) + DEFER_GRACE,
         )
 
-    def execute_complete(self, context, event: dict[str, Any] | None = None) -> None:
-        event = event or {}
+    def execute_complete(self, context, event: dict[str, Any] | str | None = None) -> None:
+        if event == "success":
+            return  # TaskSuccessEvent's payload, seen only where the task resumes anyway (``dag.test()``)
+        event = event if isinstance(event, dict) else {"payload": event}
         if event.get("status") == "timeout":
             # soft_fail / never_fail turn this into a skip in BaseSensorOperator.resume_execution.
             raise AirflowSensorTimeout(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import html
 from typing import Annotated
 
+from airflow.api_fastapi.common.db.common import SessionDep
+from airflow.api_fastapi.core_api.security import requires_authenticated
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, Query
 from fastapi.responses import HTMLResponse
@@ -68,9 +70,8 @@ th {{ background: #f4f4f5; }} .ready {{ color: #15803d; }} .waiting {{ color: #a
 
 
 def create_app() -> FastAPI:
-    from airflow.api_fastapi.common.db.common import SessionDep
-    from airflow.api_fastapi.core_api.security import requires_authenticated
-
+    # FastAPI resolves the endpoints' annotations from this module's globals, so SessionDep is imported
+    # at module level (with postponed annotations a local import would turn `session` into a query field).
     app = FastAPI(title="airflow-ha smart sensors", dependencies=[Depends(requires_authenticated())])
 
     @app.get("/sensors.json")

@@ -80,6 +80,8 @@ def configured_url() -> str | None:
         return url
     from airflow.configuration import conf
 
+    if "Celery" not in (conf.get("core", "executor", fallback="") or ""):
+        return None  # without Celery, [celery] broker_url is only Airflow's default placeholder
     broker = conf.get("celery", "broker_url", fallback="") or ""
     return broker if broker.startswith(("rediscluster", "redis")) else None
 

@@ -1,0 +1,94 @@
+"""EDW jobs ``edw_d_0000`` ... ``edw_d_0009``: each waits on its upstream jobs with smart sensors.
+
+The seed's case. An upstream job announces that it finished a business day by writing a marker file
+``<marker dir>/<YYYYMMDD>/edw.NNNN.job``; a downstream job waits for the markers of all its upstreams,
+runs its load, and writes its own marker. Several jobs wait on the same upstream (``edw.0101`` feeds
+five of them), which in Airflow 2's smart sensor showed up as duplicate ``sensor_instance`` rows; here
+those waits share one hashcode and one poke per interval, on one shard. The source-system feeds
+``src.*`` are not files but rows in a job-history table of the EDW database (connection ``edw_db``,
+table ``edw_job_history``), waited on with :class:`JobHistorySensor`.
+
+Markers must be on storage the workers and the sensor shards share (``AIRFLOW_HA_MARKER_DIR``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import DAG, get_current_context, task
+
+from airflow_ha.sensors.operators import JobHistorySensor, UpstreamJobSensor
+
+MARKER_DIR = os.environ.get("AIRFLOW_HA_MARKER_DIR", "/opt/airflow/markers")
+MARKERS_OF_DAY = MARKER_DIR.rstrip("/") + "/{{ ds_nodash }}"
+
+# job -> (upstream EDW jobs (marker files), upstream source feeds (job-history rows))
+JOBS: dict[str, tuple[list[str], list[str]]] = {
+    "edw.0000": (["edw.0101", "edw.0102"], ["src.crm"]),
+    "edw.0001": (["edw.0101", "edw.0103"], []),
+    "edw.0002": (["edw.0101", "edw.0102", "edw.0104"], ["src.crm"]),
+    "edw.0003": (["edw.0000", "edw.0001"], []),
+    "edw.0004": (["edw.0101", "edw.0000"], ["src.billing"]),
+    "edw.0005": (["edw.0102", "edw.0003"], []),
+    "edw.0006": (["edw.0101", "edw.0104"], ["src.billing"]),
+    "edw.0007": (["edw.0003", "edw.0004", "edw.0005"], []),
+    "edw.0008": (["edw.0103", "edw.0006"], ["src.crm"]),
+    "edw.0009": (["edw.0007", "edw.0008"], []),
+}
+
+
+def dag_id_of(job: str) -> str:
+    return "edw_d_" + job.split(".", 1)[1]
+
+
+@task
+def load(job: str, marker_dir: str) -> str:
+    """The job's own work (a stand-in for its SQL), then its marker for the jobs downstream."""
+    context = get_current_context()
+    directory = Path(marker_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / f"{job}.job"
+    partial = directory / f".{job}.job.{os.getpid()}"
+    partial.write_text(json.dumps({"job": job, "run_id": context["run_id"], "host": socket.gethostname()}) + "\n")
+    partial.rename(marker)  # atomic: a sensor never sees a half-written marker
+    return str(marker)
+
+
+for job, (upstream_jobs, source_feeds) in JOBS.items():
+    with DAG(
+        dag_id_of(job),
+        description=f"EDW job {job}: waits on {', '.join(upstream_jobs + source_feeds)}",
+        schedule="0 2 * * 1-5",  # business days, after the nightly source loads
+        start_date=pendulum.datetime(2026, 11, 2, tz="UTC"),
+        catchup=False,
+        max_active_runs=3,
+        default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=1)},
+        tags=["airflow-ha", "edw", "smart-sensor"],
+    ) as dag:
+        waits = [
+            UpstreamJobSensor(
+                task_id=f"wait_{upstream.replace('.', '_')}",
+                job=upstream,
+                marker_dir=MARKERS_OF_DAY,
+                poke_interval=60,
+                timeout=int(pendulum.duration(hours=12).total_seconds()),
+            )
+            for upstream in upstream_jobs
+        ] + [
+            JobHistorySensor(
+                task_id=f"wait_{feed.replace('.', '_')}",
+                job=feed,
+                business_date="{{ ds }}",
+                conn_id="edw_db",
+                table="edw_job_history",
+                poke_interval=120,
+                timeout=int(pendulum.duration(hours=12).total_seconds()),
+            )
+            for feed in source_feeds
+        ]
+        waits >> load(job, MARKERS_OF_DAY)
+    globals()[dag.dag_id] = dag
