@@ -80,6 +80,9 @@ class AirflowAPI:
         body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
         return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body).json()["dag_run_id"]
 
+    def set_variable(self, key: str, value: str) -> None:
+        self.request("POST", "/api/v2/variables", json={"key": key, "value": value})
+
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
 

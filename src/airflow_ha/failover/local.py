@@ -83,6 +83,8 @@ class LocalBackend:
                 "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "20",
                 "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "15",
                 "AIRFLOW__CORE__PARALLELISM": "64",
+                # dags/ha_sensor_probe.py's smart SQL sensors read the metadata DB through this.
+                "AIRFLOW_CONN_HA_PROBE_DB": self.db.sqlalchemy_url.replace("mysql+mysqldb://", "mysql://", 1),
                 **self.extra_env,
             },
         )

@@ -17,6 +17,9 @@ from airflow_ha.failover.backend import Backend
 from airflow_ha.failover.report import ScenarioResult
 
 PROBE_DAG = "ha_probe"
+SENSOR_PROBE_DAG = "ha_sensor_probe"  # dags/ha_sensor_probe.py: smart sensors released by a Variable
+SENSOR_RELEASE_PREFIX = "ha_sensor_release"
+SENSORS_PER_RUN = 10
 EXECUTION_PREFIX = "ha_probe_execution"  # dags/ha_probe.py records executions under this key
 PROBE_QUEUES = ("default", "q1", "q2", "q3", "q4", "q5")
 PROBE_TASKS_PER_QUEUE = 4  # dags/ha_probe.py: TASKS_PER_QUEUE
@@ -44,20 +47,23 @@ class Workload:
     scenario: str
     seconds: float
     runs: list[str] = field(default_factory=list)
+    dag_id: str = PROBE_DAG
+    task_pattern: str = "work\\_%"  # SQL LIKE pattern of the tasks that are counted
+    tasks_per_run: int = len(PROBE_QUEUES) * PROBE_TASKS_PER_QUEUE
 
     def trigger(self, count: int = 1) -> list[str]:
         new = []
         for _ in range(count):
             run_id = f"{self.scenario}-{uuid.uuid4().hex[:8]}"
             conf = {"seconds": self.seconds}
-            self.backend.api.trigger(PROBE_DAG, run_id, conf=conf)
+            self.backend.api.trigger(self.dag_id, run_id, conf=conf)
             new.append(run_id)
         self.runs += new
         return new
 
     @property
     def tasks_expected(self) -> int:
-        return len(self.runs) * len(PROBE_QUEUES) * PROBE_TASKS_PER_QUEUE
+        return len(self.runs) * self.tasks_per_run
 
     # -- what the metadata DB says -----------------------------------------------------------------
     def _in_runs(self, runs: list[str] | None = None) -> tuple[str, tuple]:
@@ -65,12 +71,12 @@ class Workload:
         return ", ".join(["%s"] * len(runs)), tuple(runs)
 
     def work_instances(self, runs: list[str] | None = None) -> list[tuple]:
-        """(run_id, task_id, map_index, state, try_number, hostname, queued_by_job_id) of work_* tasks."""
+        """(run_id, task_id, map_index, state, try_number, hostname, queued_by_job_id) of the counted tasks."""
         marks, params = self._in_runs(runs)
         return self.backend.sql(
             "SELECT run_id, task_id, map_index, state, try_number, hostname, queued_by_job_id FROM task_instance"
-            f" WHERE dag_id = %s AND run_id IN ({marks}) AND task_id LIKE 'work\\_%%'",
-            (PROBE_DAG, *params),
+            f" WHERE dag_id = %s AND run_id IN ({marks}) AND task_id LIKE %s",
+            (self.dag_id, *params, self.task_pattern),
         )
 
     def executions(self) -> dict[tuple, int]:
@@ -91,7 +97,7 @@ class Workload:
         rows = self.backend.sql(
             f"SELECT DISTINCT queued_by_job_id FROM task_instance WHERE dag_id = %s AND run_id IN ({marks})"
             " AND queued_by_job_id IS NOT NULL",
-            (PROBE_DAG, *params),
+            (self.dag_id, *params),
         )
         return {int(r[0]) for r in rows}
 
@@ -118,7 +124,7 @@ class Workload:
 
 
 def _finish(workload: Workload, recovery: float | None, notes: list[str]) -> ScenarioResult:
-    states = workload.backend.api.wait_for_runs([(PROBE_DAG, r) for r in workload.runs], RUN_TIMEOUT)
+    states = workload.backend.api.wait_for_runs([(workload.dag_id, r) for r in workload.runs], RUN_TIMEOUT)
     workload.backend.recover()
     workload.backend.wait_healthy(300)
     return workload.result(recovery, states, notes)
@@ -226,10 +232,70 @@ def rolling_restart(backend: Backend) -> ScenarioResult:
     return _finish(workload, rollout, [f"rollout of every Airflow component took {rollout:.0f}s"])
 
 
+def sensor_shard_killed(backend: Backend) -> ScenarioResult:
+    """kill -9 the sensor shard that holds the most waiting smart sensors; they all still succeed."""
+    workload = Workload(
+        backend,
+        "sensor-shard-killed",
+        seconds=0.0,
+        dag_id=SENSOR_PROBE_DAG,
+        task_pattern="wait\\_%",
+        tasks_per_run=SENSORS_PER_RUN,
+    )
+    backend.api.unpause(SENSOR_PROBE_DAG)
+    workload.trigger(3)
+    marks, params = workload._in_runs()
+
+    def holders() -> dict[int, str]:
+        """trigger-holding triggerer job id -> its instance, for the waiting sensors of this workload."""
+        rows = backend.sql(
+            "SELECT DISTINCT t.triggerer_id, j.hostname FROM task_instance ti JOIN `trigger` t ON ti.trigger_id = t.id"
+            f" JOIN job j ON j.id = t.triggerer_id WHERE ti.dag_id = %s AND ti.run_id IN ({marks})"
+            " AND ti.state = 'deferred'",
+            (SENSOR_PROBE_DAG, *params),
+        )
+        return {int(job): host for job, host in rows}
+
+    def all_held() -> bool:
+        deferred = [row for row in workload.work_instances() if row[3] == "deferred"]
+        if len(deferred) != workload.tasks_expected:
+            return False
+        (unheld,) = backend.sql(
+            "SELECT COUNT(*) FROM task_instance ti JOIN `trigger` t ON ti.trigger_id = t.id"
+            f" WHERE ti.dag_id = %s AND ti.run_id IN ({marks}) AND t.triggerer_id IS NULL",
+            (SENSOR_PROBE_DAG, *params),
+        )[0]
+        return unheld == 0
+
+    wait_for(all_held, RUN_TIMEOUT, f"all {workload.tasks_expected} sensors deferred and held by a shard", interval=2)
+    before = holders()
+    held = backend.sql(
+        "SELECT t.triggerer_id, COUNT(*) FROM task_instance ti JOIN `trigger` t ON ti.trigger_id = t.id"
+        f" WHERE ti.dag_id = %s AND ti.run_id IN ({marks}) GROUP BY t.triggerer_id",
+        (SENSOR_PROBE_DAG, *params),
+    )
+    killed_job, count = max(held, key=lambda row: row[1])
+    instance = before[int(killed_job)]
+    started = time.monotonic()
+    backend.kill("sensor-shard", instance)
+    # Its triggers are taken over only by a triggerer on the same queues, i.e. its own replacement,
+    # once the dead job's heartbeat is older than [triggerer] triggerer_health_check_threshold.
+    wait_for(lambda: all_held() and int(killed_job) not in holders(), RUN_TIMEOUT, f"{instance}'s sensors taken over")
+    takeover = time.monotonic() - started
+    for run_id in workload.runs:
+        backend.api.set_variable(f"{SENSOR_RELEASE_PREFIX}/{run_id}", "go")
+    notes = [
+        f"killed {instance} holding {count} of {workload.tasks_expected} waiting sensors; its replacement held "
+        f"them again after {takeover:.1f}s; then every target was released"
+    ]
+    return _finish(workload, takeover, notes)
+
+
 SCENARIOS: dict[str, Callable[[Backend], ScenarioResult]] = {
     "scheduler-killed": scheduler_killed,
     "worker-killed": worker_killed,
     "redis-master-killed": redis_master_killed,
     "database-restarted": database_restarted,
+    "sensor-shard-killed": sensor_shard_killed,
     "rolling-restart": rolling_restart,
 }

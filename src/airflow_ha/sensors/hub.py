@@ -75,7 +75,13 @@ class PokeHub:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- waiters ---------------------------------------------------------------------------------
-    async def wait_ready(self, kind: str, target: dict[str, Any], hashcode: int, interval: float) -> PokeResult:
+    async def wait_ready(
+        self, kind: str, target: dict[str, Any], hashcode: int, interval: float, timeout: float | None = None
+    ) -> PokeResult:
+        """The poke result that found the target ready, or after ``timeout`` seconds the last one seen.
+
+        ``result.ready`` tells which; a target never poked before the timeout reads "never poked".
+        """
         entry = self.entries.get(hashcode)
         if entry is None:
             entry = self.entries[hashcode] = Entry(hashcode, get_poker(kind), target, next_due=time.monotonic())
@@ -83,18 +89,16 @@ class PokeHub:
         self._ensure_loop()
         self._wake.set()
         try:
-            await entry.ready.wait()
+            await asyncio.wait_for(entry.ready.wait(), timeout)
             return entry.last
+        except TimeoutError:
+            return entry.last if entry.last is not None else PokeResult(False, "never poked")
         finally:
             entry.intervals[float(interval)] -= 1
             if entry.intervals[float(interval)] <= 0:
                 del entry.intervals[float(interval)]
             if not entry.intervals and self.entries.get(hashcode) is entry:
                 del self.entries[hashcode]
-
-    def last_result(self, hashcode: int) -> PokeResult | None:
-        entry = self.entries.get(hashcode)
-        return entry.last if entry else None
 
     # -- the poke loop ---------------------------------------------------------------------------
     def _ensure_loop(self) -> None:

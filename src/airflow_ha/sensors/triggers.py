@@ -15,7 +15,6 @@ remaining timeout without that sensor failing.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -61,21 +60,11 @@ class SmartSensorTrigger(BaseTrigger):
         )
 
     async def run(self):
-        hub = get_hub()
-        remaining = self.deadline - time.time()
-        try:
-            result = await asyncio.wait_for(
-                hub.wait_ready(self.kind, self.target, self.hashcode, self.poke_interval), timeout=max(0.0, remaining)
-            )
-        except TimeoutError:
-            last = hub.last_result(self.hashcode)
-            yield TriggerEvent(
-                {
-                    "status": "timeout",
-                    "description": self.description,
-                    "last_poke": last.detail if last else "never poked",
-                }
-            )
+        remaining = max(0.0, self.deadline - time.time())
+        result = await get_hub().wait_ready(self.kind, self.target, self.hashcode, self.poke_interval, remaining)
+        if not result.ready:
+            self.log.info("%s not ready by the deadline: %s", self.description, result.detail)
+            yield TriggerEvent({"status": "timeout", "description": self.description, "last_poke": result.detail})
             return
         self.log.info("%s is ready: %s", self.description, result.detail)
         yield TaskSuccessEvent()

@@ -28,7 +28,7 @@ def local_backend(tmp_path_factory, redis_cluster, mariadb):
         tmp_path_factory.mktemp("failover-local"),
         REPO_ROOT / "dags",
         broker_url_for=lambda cluster: cluster.url(),
-        sensor_shards=0,
+        sensor_shards=2,
     )
     try:
         backend.up()

@@ -48,7 +48,12 @@ def fleet(tmp_path_factory, redis_cluster, mariadb):
         schedulers=1,
         workers=1,
         worker_concurrency=4,
-        extra_env={"AIRFLOW_HA_TEST_MARKER_DIR": str(markers)},
+        extra_env={
+            "AIRFLOW_HA_TEST_MARKER_DIR": str(markers),
+            # 50 tasks through 4 slots queue for minutes on a busy 2-core machine: that is the point of
+            # the test, not a stuck task (the failover suite's 60 s would fail them).
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "1800",
+        },
     )
     try:
         backend.up()

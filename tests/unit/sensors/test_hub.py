@@ -82,3 +82,17 @@ def test_a_failing_poker_is_reported_and_retried(tmp_path, monkeypatch):
         assert result.ready and len(calls) == 2
 
     asyncio.run(scenario())
+
+
+def test_timeout_returns_the_last_poke_result(tmp_path):
+    [target] = _targets(tmp_path, 1, 1)
+
+    async def scenario():
+        hub = PokeHub(status=None, shard="test")
+        result = await hub.wait_ready("file", target, hashcode("file", target), 0.2, timeout=0.5)
+        assert not result.ready and "does not exist" in result.detail
+        assert hub.entries == {}
+        never = await hub.wait_ready("file", target, hashcode("file", target), 0.2, timeout=0)
+        assert not never.ready
+
+    asyncio.run(scenario())
