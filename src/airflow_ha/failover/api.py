@@ -6,6 +6,7 @@ Authentication is the simple auth manager's JWT: ``POST /auth/token`` with usern
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import requests
@@ -20,6 +21,8 @@ class AirflowAPIError(RuntimeError):
 @dataclass
 class AirflowAPI:
     base_url: str  # e.g. http://127.0.0.1:8080
+    # When set, asked for the base URL before every request (a port-forward that may have to restart).
+    base_url_for: Callable[[], str] | None = None
     username: str = "admin"
     password: str = "admin"
     timeout: float = 10.0
@@ -27,9 +30,13 @@ class AirflowAPI:
     _token: str | None = field(default=None, repr=False)
 
     # -- plumbing ----------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return self.base_url_for() if self.base_url_for else self.base_url
+
     def _login(self) -> None:
         response = self._session.post(
-            f"{self.base_url}/auth/token",
+            f"{self.url}/auth/token",
             json={"username": self.username, "password": self.password},
             timeout=self.timeout,
         )
@@ -43,7 +50,7 @@ class AirflowAPI:
         for attempt in range(2):
             response = self._session.request(
                 method,
-                f"{self.base_url}{path}",
+                f"{self.url}{path}",
                 headers={**(headers or {}), "Authorization": f"Bearer {self._token}"},
                 timeout=self.timeout,
                 **kwargs,
@@ -58,7 +65,7 @@ class AirflowAPI:
 
     # -- health ------------------------------------------------------------------------------------
     def health(self) -> dict:
-        response = self._session.get(f"{self.base_url}/api/v2/monitor/health", timeout=self.timeout)
+        response = self._session.get(f"{self.url}/api/v2/monitor/health", timeout=self.timeout)
         response.raise_for_status()
         return response.json()
 

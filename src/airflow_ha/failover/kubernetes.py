@@ -1,0 +1,268 @@
+"""The Kubernetes backend: the chart's release in the cluster of ``KUBECONFIG``, driven as a user would.
+
+Instances are pods (``app.kubernetes.io/instance=<release>``, ``component=<name>``), killing one is
+deleting it with no grace period (its controller replaces it), and the REST API and MySQL are reached
+through ``kubectl port-forward`` connections that are re-opened when the pod behind them is replaced.
+Airflow records pod names as hostnames (the chart's ``hostname_callable``), so job and task-instance
+rows name the pod to kill. The Redis topology is read with ``redis-cli`` inside a Redis pod.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import MySQLdb
+
+from airflow_ha.broker.keys import queue_slot
+from airflow_ha.failover.api import AirflowAPI
+from airflow_ha.failover.scenarios import PROBE_QUEUES, wait_for
+
+# Scenario component names -> the chart's `component` label.
+COMPONENT_LABELS = {"database": "mysql"}
+AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer", "worker", "sensor-shard")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PortForward:
+    """``kubectl port-forward svc/<service> <local>:<remote>``, started again whenever it has died."""
+
+    def __init__(self, kubectl: Path, namespace: str, service: str, remote_port: int) -> None:
+        self.kubectl, self.namespace, self.service, self.remote_port = kubectl, namespace, service, remote_port
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    def _start(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                str(self.kubectl),
+                "-n",
+                self.namespace,
+                "port-forward",
+                f"svc/{self.service}",
+                f"{self.port}:{self.remote_port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2):
+                return True
+        except OSError:
+            return False
+
+    def address(self, timeout: float = 120) -> tuple[str, int]:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc is None or self.proc.poll() is not None:
+                self._start()
+                time.sleep(0.5)
+            if self._answers():
+                return "127.0.0.1", self.port
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"kubectl port-forward svc/{self.service} did not answer within {timeout:.0f}s")
+            self.close()  # a forward whose pod went away accepts nothing: start a new one
+            time.sleep(1)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+
+class KubernetesBackend:
+    name = "kubernetes"
+
+    def __init__(self, namespace: str, release: str, kubectl: Path, admin_password: str) -> None:
+        from kubernetes import client, config
+
+        config.load_kube_config()
+        self.core = client.CoreV1Api()
+        self.apps = client.AppsV1Api()
+        self.namespace, self.release, self.kubectl = namespace, release, kubectl
+        self._api_forward = PortForward(kubectl, namespace, f"{release}-api-server", 8080)
+        self._db_forward = PortForward(kubectl, namespace, f"{release}-mysql", 3306)
+        self.api = AirflowAPI("", password=admin_password, base_url_for=self._api_url)
+        self._db_url = urlsplit(self._secret(f"{release}-connections", "sql-alchemy-conn"))
+
+    def _api_url(self) -> str:
+        host, port = self._api_forward.address()
+        return f"http://{host}:{port}"
+
+    def close(self) -> None:
+        self._api_forward.close()
+        self._db_forward.close()
+
+    # -- cluster plumbing --------------------------------------------------------------------------
+    def _secret(self, name: str, key: str) -> str:
+        return base64.b64decode(self.core.read_namespaced_secret(name, self.namespace).data[key]).decode()
+
+    def _pods(self, component: str) -> list:
+        label = COMPONENT_LABELS.get(component, component)
+        selector = f"app.kubernetes.io/instance={self.release},component={label}"
+        return self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
+
+    @staticmethod
+    def _ready(pod) -> bool:
+        if pod.metadata.deletion_timestamp is not None or pod.status.phase != "Running":
+            return False
+        return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+    def _kubectl(self, *args: str, timeout: float = 120) -> str:
+        proc = subprocess.run(
+            [str(self.kubectl), "-n", self.namespace, *args], capture_output=True, text=True, timeout=timeout
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()[-1000:]}")
+        return proc.stdout
+
+    # -- Backend -----------------------------------------------------------------------------------
+    def instances(self, component: str) -> list[str]:
+        return sorted(p.metadata.name for p in self._pods(component) if self._ready(p))
+
+    def kill(self, component: str, instance: str) -> None:
+        from kubernetes.client import V1DeleteOptions
+
+        self.core.delete_namespaced_pod(
+            instance, self.namespace, body=V1DeleteOptions(grace_period_seconds=0, propagation_policy="Background")
+        )
+
+    def _workloads(self) -> list:
+        selector = f"app.kubernetes.io/instance={self.release}"
+        return [
+            *self.apps.list_namespaced_deployment(self.namespace, label_selector=selector).items,
+            *self.apps.list_namespaced_stateful_set(self.namespace, label_selector=selector).items,
+        ]
+
+    def _all_ready(self) -> bool:
+        for workload in self._workloads():
+            want = workload.spec.replicas or 0
+            status = workload.status
+            if (status.ready_replicas or 0) < want or (status.updated_replicas or 0) < want:
+                return False
+        return True
+
+    def recover(self) -> None:
+        wait_for(self._all_ready, 600, "every Deployment and StatefulSet of the release Ready", interval=3)
+
+    def wait_healthy(self, timeout: float) -> None:
+        def healthy() -> bool:
+            try:
+                return all(part.get("status") == "healthy" for part in self.api.health().values())
+            except Exception:
+                return False
+
+        wait_for(healthy, timeout, "every Airflow component healthy", interval=2)
+
+    def sql(self, query: str, params: tuple = ()) -> list[tuple]:
+        host, port = self._db_forward.address()
+        conn = MySQLdb.connect(
+            host=host,
+            port=port,
+            user=unquote(self._db_url.username or ""),
+            password=unquote(self._db_url.password or ""),
+            database=self._db_url.path.lstrip("/"),
+            connect_timeout=10,
+        )
+        try:
+            cur = conn.cursor()
+            cur.execute(query, params)
+            return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def _redis_masters(self) -> dict[str, list[tuple[int, int]]]:
+        """Master pod name -> its slot ranges, from CLUSTER NODES as any Redis pod sees it."""
+        password = self._secret(f"{self.release}-redis-password", "password")
+        for pod in self.instances("redis"):
+            try:
+                out = self._kubectl(
+                    "exec",
+                    pod,
+                    "-c",
+                    "redis",
+                    "--",
+                    "redis-cli",
+                    "--no-auth-warning",
+                    "-a",
+                    password,
+                    "cluster",
+                    "nodes",
+                )
+            except RuntimeError:
+                continue
+            masters: dict[str, list[tuple[int, int]]] = {}
+            for line in out.splitlines():
+                fields = line.split()
+                if len(fields) < 8 or "master" not in fields[2] or "fail" in fields[2]:
+                    continue
+                # address field: ip:port@cport,hostname (cluster-announce-hostname): the pod's stable name
+                match = re.search(r",([^.,]+)", fields[1])
+                name = match.group(1) if match else fields[1]
+                ranges = []
+                for part in fields[8:]:
+                    if part.startswith("["):
+                        continue
+                    low, _, high = part.partition("-")
+                    ranges.append((int(low), int(high or low)))
+                masters[name] = ranges
+            if masters:
+                return masters
+        raise RuntimeError("no Redis pod answered CLUSTER NODES")
+
+    def _master_of_slot(self, slot: int) -> str:
+        for name, ranges in self._redis_masters().items():
+            if any(low <= slot <= high for low, high in ranges):
+                return name
+        raise RuntimeError(f"no master serves slot {slot}")
+
+    def redis_master_for_queue(self, queue: str) -> str:
+        return self._master_of_slot(queue_slot(queue))
+
+    def wait_redis_promoted(self, killed: str, timeout: float) -> str:
+        slot = queue_slot(PROBE_QUEUES[0])
+
+        def promoted() -> str | None:
+            try:
+                name = self._master_of_slot(slot)
+            except RuntimeError:
+                return None
+            return name if name != killed else None
+
+        return wait_for(promoted, timeout, f"a replica of {killed} to be promoted", interval=1)
+
+    def restart_database(self) -> None:
+        for pod in self._pods("database"):
+            self.core.delete_namespaced_pod(pod.metadata.name, self.namespace)  # graceful: a restart, not a crash
+        time.sleep(5)
+        wait_for(lambda: self.instances("database"), 600, "the database pod Ready again", interval=3)
+
+    def rolling_restart(self) -> None:
+        """``kubectl rollout restart`` of every Airflow workload, one after another, as an upgrade rolls."""
+        from kubernetes.client import V1StatefulSet
+
+        for workload in self._workloads():
+            component = (workload.metadata.labels or {}).get("component", "")
+            # one triggerer Deployment per trigger queue: component triggerer, triggerer-default, ...
+            if component not in AIRFLOW_COMPONENTS and not component.startswith("triggerer-"):
+                continue
+            kind = "statefulset" if isinstance(workload, V1StatefulSet) else "deployment"
+            self._kubectl("rollout", "restart", f"{kind}/{workload.metadata.name}")
+            self._kubectl("rollout", "status", f"{kind}/{workload.metadata.name}", "--timeout=600s", timeout=660)
