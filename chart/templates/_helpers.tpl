@@ -160,6 +160,8 @@ component: {{ .component }}
   value: {{ .Values.sensorShards.count | quote }}
 - name: AIRFLOW_HA_VIRTUAL_SHARDS
   value: {{ .Values.sensorShards.virtualShards | quote }}
+- name: AIRFLOW_HA_MARKER_DIR
+  value: {{ .Values.markers.mountPath | quote }}
 {{- range $section, $options := .Values.config }}
 {{- range $key, $value := $options }}
 - name: {{ printf "AIRFLOW__%s__%s" (upper $section) (upper $key) }}
@@ -183,6 +185,10 @@ imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
 {{- define "airflow-ha.airflowVolumeMounts" -}}
 - name: auth
   mountPath: {{ dir .Values.auth.passwordsFile }}
+{{- if .Values.markers.enabled }}
+- name: markers
+  mountPath: {{ .Values.markers.mountPath }}
+{{- end }}
 {{- end }}
 
 {{/* Volumes of every Airflow pod. */}}
@@ -196,6 +202,17 @@ imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
     items:
       - key: passwords.json
         path: {{ base .Values.auth.passwordsFile }}
+{{- if .Values.markers.enabled }}
+- name: markers
+  {{- if .Values.markers.existingClaim }}
+  persistentVolumeClaim:
+    claimName: {{ .Values.markers.existingClaim }}
+  {{- else }}
+  hostPath:
+    path: {{ .Values.markers.hostPath }}
+    type: DirectoryOrCreate
+  {{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Init container copying the admin passwords file from the Secret into the writable auth volume. */}}

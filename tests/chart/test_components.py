@@ -483,3 +483,30 @@ def test_broker_url_parses_with_the_transport_parser(default):
         f"{R}-redis-{i}.{R}-redis-headless.{NAMESPACE}.svc.cluster.local" for i in range(6)
     ]
     assert {p for _, p in parsed.seeds} == {6379}
+
+
+def test_markers_volume_is_shared_by_every_airflow_pod(default, render):
+    for (kind, name), _component in AIRFLOW_WORKLOADS.items():
+        spec = pod(default, kind, name)
+        assert "markers" not in {v["name"] for v in spec["volumes"]}, name
+        assert env_of(spec["containers"][0])["AIRFLOW_HA_MARKER_DIR"]["value"] == "/opt/airflow/markers"
+    on_host = render(None, "markers.enabled=true", "markers.hostPath=/srv/markers")
+    claim = render(None, "markers.enabled=true", "markers.existingClaim=markers-rwx")
+    for (kind, name), _component in AIRFLOW_WORKLOADS.items():
+        host_volumes = {v["name"]: v for v in pod(on_host, kind, name)["volumes"]}
+        assert host_volumes["markers"]["hostPath"] == {"path": "/srv/markers", "type": "DirectoryOrCreate"}
+        claim_volumes = {v["name"]: v for v in pod(claim, kind, name)["volumes"]}
+        assert claim_volumes["markers"]["persistentVolumeClaim"] == {"claimName": "markers-rwx"}
+        mounts = {m["name"]: m["mountPath"] for m in pod(claim, kind, name)["containers"][0]["volumeMounts"]}
+        assert mounts["markers"] == "/opt/airflow/markers"
+
+
+def test_metadata_db_is_offered_as_an_airflow_connection_uri(default, render):
+    uri = secret_value(default, f"{R}-connections", "metadata-connection-uri")
+    conn = secret_value(default, f"{R}-connections", "sql-alchemy-conn")
+    assert uri.startswith("mysql://") and uri.removeprefix("mysql://") == conn.removeprefix("mysql+mysqldb://")
+    kubeone = render("kubeone.yaml")
+    worker = pod(kubeone, "StatefulSet", f"{R}-worker")["containers"][0]
+    ref = env_of(worker)["AIRFLOW_CONN_HA_PROBE_DB"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": f"{R}-connections", "key": "metadata-connection-uri"}
+    assert "default,q1,q2,q3,q4,q5" in worker["args"]

@@ -22,6 +22,8 @@ pytestmark = pytest.mark.chart
         (["scheduler.podAntiAffinity=sometimes"], "at '/scheduler/podAntiAffinity'"),
         (["redis.masters=2"], "at '/redis/masters': minimum: got 2, want 3"),
         (["schedulr.replicas=2"], "schedulr"),
+        (["markers.enabled=true"], "at '/markers/hostPath': minLength: got 0, want 1"),
+        (["markers.mountPath=relative"], "at '/markers/mountPath'"),
     ],
 )
 def test_bad_values_fail_with_the_schema_message(helm_binary, sets, message):
