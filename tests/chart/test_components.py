@@ -438,7 +438,10 @@ def test_production_profile(render):
 def test_helm_test_pods(default):
     tests = [o for o in default.of_kind("Pod") if o["metadata"]["annotations"].get("helm.sh/hook") == "test"]
     commands = {o["metadata"]["name"]: o["spec"]["containers"][0]["args"] for o in tests}
-    assert commands[f"{R}-test-broker"] == ["airflow-ha", "broker-check"]
+    broker = commands[f"{R}-test-broker"]
+    assert broker[:2] == ["bash", "-c"] and "airflow-ha broker-check" in broker[2]
+    # The Celery ping (a broadcast through the rediscluster:// transport) wants every worker replica.
+    assert "app.control.ping(" in broker[2] and "want = 2  # workers.replicas" in broker[2]
     assert commands[f"{R}-test-db-migrations"][:3] == ["airflow", "db", "check-migrations"]
     assert "/api/v2/monitor/health" in json.dumps(default.get("Pod", f"{R}-test-api-server-health")["spec"])
 

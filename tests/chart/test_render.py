@@ -44,11 +44,27 @@ def test_optional_parts_render_valid(render):
     assert len(rendered.of_kind("NetworkPolicy")) == 4
     cron = rendered.get("CronJob", "airflow-ha-redis-reconciler")
     spec = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert spec["containers"][0]["args"] == ["airflow-ha", "redis-reconcile"]
+    # Periodic: a cluster in the middle of a failover is skipped (exit 0), the next run retries.
+    assert spec["containers"][0]["args"] == ["airflow-ha", "redis-reconcile", "--port", "6379", "--skip-unsettled"]
+    assert spec["serviceAccountName"] == "airflow-ha-redis-reconciler"
+    env = {e["name"]: e for e in spec["containers"][0]["env"]}
+    assert env["AIRFLOW_HA_REDIS_SELECTOR"]["value"] == "app.kubernetes.io/instance=airflow-ha,component=redis"
+    assert env["AIRFLOW_HA_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "airflow-ha-redis-password"
+    # Once more right after the bootstrap Job, as a hook that fails the install if the cluster never settles.
+    hook = rendered.get("Job", "airflow-ha-redis-reconciler-after-bootstrap")
+    ann = hook["metadata"]["annotations"]
+    assert ann["helm.sh/hook"] == "post-install,post-upgrade"
+    bootstrap = rendered.get("Job", "airflow-ha-redis-bootstrap")["metadata"]["annotations"]["helm.sh/hook-weight"]
+    assert int(ann["helm.sh/hook-weight"]) > int(bootstrap)
+    assert "--skip-unsettled" not in hook["spec"]["template"]["spec"]["containers"][0]["args"]
+    # It reads pods (their node, their IP) in its namespace, nothing cluster-wide.
     role = rendered.get("Role", "airflow-ha-redis-reconciler")
-    assert role["rules"][0]["resources"] == ["pods"] and set(role["rules"][0]["verbs"]) == {"get", "list"}
-    crole = rendered.of_kind("ClusterRole")[0]
-    assert crole["rules"][0]["resources"] == ["nodes"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
+    assert not rendered.of_kind("ClusterRole", "ClusterRoleBinding")
+    without_hook = render(None, "redis.reconciler.enabled=true", "redis.reconciler.afterBootstrap=false")
+    assert without_hook.of_kind("CronJob") and not [
+        j for j in without_hook.of_kind("Job") if "reconciler" in j["metadata"]["name"]
+    ]
 
 
 def test_optional_parts_off_by_default(default):

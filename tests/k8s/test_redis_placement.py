@@ -1,0 +1,113 @@
+"""Redis placement on a real multi-node cluster: no master shares a Kubernetes node with its own replica,
+right after the bootstrap (the after-bootstrap reconcile hook) and again after the placement is broken on
+purpose (the CronJob repairs it). Needs ``redis.reconciler.enabled`` (values/kubeone.yaml) and >= 2 nodes.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from airflow_ha.redis_ops.placement import colocated_pairs, parse_cluster_nodes, topology
+from tests.k8s.conftest import KUBECTL, Kube, Release, record, run
+
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(900)]
+
+
+def _redis_pods(kube: Kube, rel: Release) -> list:
+    pods = kube.core.list_namespaced_pod(rel.namespace, label_selector=f"{rel.selector},component=redis").items
+    return sorted((p for p in pods if not p.metadata.deletion_timestamp), key=lambda p: p.metadata.name)
+
+
+def _redis_cli(rel: Release, pod: str, *args: str) -> str:
+    cmd = 'redis-cli -a "$REDIS_PASSWORD" --no-auth-warning ' + " ".join(args)
+    return run([KUBECTL, "-n", rel.namespace, "exec", pod, "-c", "redis", "--", "sh", "-c", cmd], timeout=60).stdout
+
+
+def _topology(kube: Kube, rel: Release):
+    pods = _redis_pods(kube, rel)
+    views = {p.metadata.name: parse_cluster_nodes(_redis_cli(rel, p.metadata.name, "cluster", "nodes")) for p in pods}
+    return topology(views, {p.metadata.name: p.spec.node_name for p in pods})
+
+
+def _wait_placement(kube: Kube, rel: Release, timeout: float) -> tuple[list, float]:
+    start = time.monotonic()
+    while True:
+        try:
+            nodes = _topology(kube, rel)
+            pairs = colocated_pairs(nodes)
+        except (AssertionError, ValueError) as exc:  # a pod restarting, a cluster still settling
+            nodes, pairs = [], [("?", "?", str(exc)[:200])]
+        if not pairs:
+            return nodes, time.monotonic() - start
+        assert time.monotonic() - start < timeout, f"after {timeout:.0f} s still co-located: {pairs}"
+        time.sleep(5)
+
+
+@pytest.fixture(scope="module")
+def multi_node(kube: Kube, release: Release) -> None:
+    nodes = {p.spec.node_name for p in _redis_pods(kube, release)}
+    if len(nodes) < 2:
+        pytest.skip(f"the Redis pods run on {len(nodes)} node(s): no placement can separate a master from its replica")
+    crons = kube.batch.list_namespaced_cron_job(release.namespace, label_selector=release.selector).items
+    if not [c for c in crons if c.metadata.name.endswith("-redis-reconciler")]:
+        pytest.skip("redis.reconciler.enabled is off in this release's values")
+
+
+def test_after_bootstrap_no_master_shares_a_node_with_its_replica(kube: Kube, release: Release, multi_node):
+    jobs = kube.batch.list_namespaced_job(
+        release.namespace, label_selector=f"{release.selector},component=redis-reconciler"
+    )
+    hook = [j for j in jobs.items if j.metadata.name.endswith("-after-bootstrap")]
+    if hook:
+        logs = run([KUBECTL, "-n", release.namespace, "logs", f"job/{hook[0].metadata.name}"], check=False).stdout
+        repairs = [line for line in logs.splitlines() if "CLUSTER REPLICATE" in line]
+        record("after-bootstrap reconcile", f"{len(repairs)} re-pair(s): " + "; ".join(r[-110:] for r in repairs))
+    # The hook ran before `helm install` returned; a CronJob run at most a minute later covers a release
+    # installed without it.
+    nodes, waited = _wait_placement(kube, release, timeout=150)
+    masters = [n for n in nodes if n.role == "master"]
+    assert len(masters) >= 2 and all(n.master_id for n in nodes if n.role == "replica")
+    record(
+        "Redis placement",
+        ", ".join(f"{n.pod.rsplit('-', 1)[-1]}:{n.role[0].upper()}@{n.k8s_node}" for n in nodes)
+        + f" (right after {waited:.0f} s)",
+    )
+
+
+def test_reconciler_repairs_a_replica_moved_onto_its_masters_node(kube: Kube, release: Release, multi_node):
+    nodes, _ = _wait_placement(kube, release, timeout=150)
+    by_id = {n.node_id: n for n in nodes}
+    # Break it as a failover can: a replica on some master's node is made that master's replica.
+    victim = next(
+        (
+            (r, m)
+            for m in nodes
+            if m.role == "master"
+            for r in nodes
+            if r.role == "replica" and r.k8s_node == m.k8s_node and r.master_id != m.node_id
+        ),
+        None,
+    )
+    if victim is None:
+        pytest.skip("no replica shares a node with another master: cannot break the placement by re-pairing")
+    replica, master = victim
+    assert _redis_cli(release, replica.pod, "cluster", "replicate", master.node_id).strip() == "OK"
+    start = time.monotonic()
+    deadline = start + 30
+    while not colocated_pairs(_topology(kube, release)):
+        assert time.monotonic() < deadline, "CLUSTER REPLICATE did not take effect"
+        time.sleep(1)
+    record(
+        "placement broken on purpose",
+        f"{replica.pod} (node {replica.k8s_node}) now replicates {master.pod} on the same node "
+        f"(was {by_id[replica.master_id].pod})",
+    )
+    nodes, _ = _wait_placement(kube, release, timeout=240)
+    counts = {m.node_id: 0 for m in nodes if m.role == "master"}
+    for n in nodes:
+        if n.role == "replica":
+            counts[n.master_id] += 1
+    assert sorted(counts.values())[0] >= 1, f"a master was left without a replica: {counts}"
+    record("CronJob reconciler repaired the placement", f"{time.monotonic() - start:.0f} s after the break")

@@ -1,0 +1,131 @@
+"""`airflow-ha redis-reconcile`: the plan/apply/verify loop against an in-memory Redis Cluster model
+(the real one is exercised on Kubernetes by tests/k8s), and its argument handling."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_ha.cli import main
+from airflow_ha.redis_ops import cli
+from airflow_ha.redis_ops.placement import colocated_pairs, parse_cluster_nodes, topology
+
+
+class FakeCluster:
+    """Pods on Kubernetes nodes, each a Redis Cluster node; CLUSTER REPLICATE changes a replica's master.
+
+    ``migrate_back``: Redis' replica migration undoes the first re-pair once (a replica returns to the
+    master it left), as it may when a master is briefly orphaned between two commands.
+    """
+
+    def __init__(self, layout: dict[str, tuple[str, str | None]], pod_nodes: dict[str, str], migrate_back=False):
+        self.layout = dict(layout)  # pod -> (role, master pod)
+        self.pod_nodes = pod_nodes
+        self.sent: list[tuple[str, str]] = []
+        self.migrate_back = migrate_back
+        self.unsettled_reads = 0
+
+    def pods(self):
+        if self.unsettled_reads:
+            self.unsettled_reads -= 1
+            raise cli.NotSettled("pod redis-9 is Pending")
+        return [cli.Pod(p, f"10.0.0.{i}", self.pod_nodes[p]) for i, p in enumerate(sorted(self.layout))]
+
+    def cluster_nodes(self, pod) -> str:
+        lines = []
+        for i, (name, (role, master)) in enumerate(sorted(self.layout.items())):
+            flags = ("myself," if name == pod.name else "") + ("master" if role == "master" else "slave")
+            slots = " 0-100" if role == "master" else ""
+            of = f"id-{master}" if master else "-"
+            lines.append(f"id-{name} 10.0.0.{i}:6379@16379,{name}.h {flags} {of} 0 0 1 connected{slots}")
+        return "\n".join(lines)
+
+    def replicate(self, pod, master_id: str) -> None:
+        assert self.layout[pod.name][0] == "replica", f"REPLICATE sent to master {pod.name}"
+        old = self.layout[pod.name][1]
+        self.sent.append((pod.name, master_id.removeprefix("id-")))
+        self.layout[pod.name] = ("replica", master_id.removeprefix("id-"))
+        if self.migrate_back:
+            self.migrate_back = False
+            self.layout[pod.name] = ("replica", old)
+
+    def colocated(self):
+        views = {p.name: parse_cluster_nodes(self.cluster_nodes(p)) for p in self.pods()}
+        return colocated_pairs(topology(views, self.pod_nodes))
+
+
+BOOTSTRAP = {
+    "redis-0": ("master", None),
+    "redis-1": ("master", None),
+    "redis-2": ("master", None),
+    "redis-3": ("replica", "redis-2"),
+    "redis-4": ("replica", "redis-0"),
+    "redis-5": ("replica", "redis-1"),
+}
+NODES = {"redis-0": "k3", "redis-1": "k2", "redis-2": "k1", "redis-3": "k2", "redis-4": "k3", "redis-5": "k1"}
+
+
+def test_reconcile_repairs_the_bootstrap_placement(capsys):
+    fake = FakeCluster(BOOTSTRAP, NODES)
+    assert fake.colocated() == [("redis-0", "redis-4", "k3")]
+    assert cli.reconcile(fake, rounds=3, wait=0, settle=0, dry_run=False) == 0
+    assert fake.colocated() == [] and len(fake.sent) == 2
+    out = capsys.readouterr().out
+    assert "co-located: redis-0+redis-4 on k3" in out and "no master shares a node with its replica" in out
+
+
+def test_reconcile_survives_a_replica_migrating_back_in_between():
+    fake = FakeCluster(BOOTSTRAP, NODES, migrate_back=True)
+    assert cli.reconcile(fake, rounds=3, wait=0, settle=0, dry_run=False) == 0
+    assert fake.colocated() == [] and len(fake.sent) > 2
+
+
+def test_dry_run_sends_nothing(capsys):
+    fake = FakeCluster(BOOTSTRAP, NODES)
+    assert cli.reconcile(fake, rounds=3, wait=0, settle=0, dry_run=True) == 0
+    assert fake.sent == [] and fake.colocated() != []
+    assert "would send redis-" in capsys.readouterr().out
+
+
+def test_reconcile_waits_for_a_settled_cluster_then_acts():
+    fake = FakeCluster(BOOTSTRAP, NODES)
+    fake.unsettled_reads = 2
+    assert cli.reconcile(fake, rounds=3, wait=5, settle=0.01, dry_run=False) == 0
+    assert fake.colocated() == []
+
+
+def test_reconcile_gives_up_on_an_unsettled_cluster():
+    fake = FakeCluster(BOOTSTRAP, NODES)
+    fake.unsettled_reads = 10**6
+    with pytest.raises(cli.NotSettled, match="Pending"):
+        cli.reconcile(fake, rounds=3, wait=0.05, settle=0.01, dry_run=False)
+    assert fake.sent == []
+
+
+def test_one_node_is_reported_and_left_alone(capsys):
+    fake = FakeCluster(BOOTSTRAP, dict.fromkeys(NODES, "only"))
+    assert cli.reconcile(fake, rounds=3, wait=0, settle=0, dry_run=False) == 0
+    assert fake.sent == [] and "one Kubernetes node" in capsys.readouterr().out
+
+
+def test_still_colocated_after_every_round_fails():
+    class Stubborn(FakeCluster):
+        def replicate(self, pod, master_id):  # the command is accepted but nothing changes
+            self.sent.append((pod.name, master_id))
+
+    fake = Stubborn(BOOTSTRAP, NODES)
+    assert cli.reconcile(fake, rounds=2, wait=0, settle=0, dry_run=False) == 1
+    assert len(fake.sent) == 4
+
+
+def test_cli_needs_a_selector(monkeypatch, capsys):
+    monkeypatch.delenv(cli.ENV_SELECTOR, raising=False)
+    assert main(["redis-reconcile"]) == 2
+    assert "no pod selector" in capsys.readouterr().err
+
+
+def test_password_from_the_broker_url(monkeypatch):
+    monkeypatch.delenv(cli.ENV_PASSWORD, raising=False)
+    monkeypatch.setenv("AIRFLOW__CELERY__BROKER_URL", "rediscluster://:s%40cret@h-0:6379,h-1:6379")
+    assert cli._password(None) == "s@cret"
+    monkeypatch.setenv(cli.ENV_PASSWORD, "explicit")
+    assert cli._password(None) == "explicit"
