@@ -1,8 +1,8 @@
 """Fixtures for the chart on a real Kubernetes cluster (the one in KUBECONFIG).
 
 No reachable cluster -> every test here is SKIPPED with the reason (never an error, never "no tests").
-``AIRFLOW_HA_K8S_UP=1`` lets the session start one with ``scripts/up --cluster-only`` (../shared/kube as
-root, or kind) and stop it with ``scripts/down`` at the end.
+``AIRFLOW_HA_K8S_UP=1`` (the default of ``tox -e k8s``) lets the session start one with
+``scripts/up --cluster-only`` (../shared/kube as root, or kind) and stop it with ``scripts/down`` at the end.
 
 The release: one installed by ``scripts/up`` (same name/namespace: AIRFLOW_HA_RELEASE/NAMESPACE, default
 airflow-ha/airflow-ha) is reused and left alone; otherwise the session installs it with ``scripts/up``
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -29,7 +30,10 @@ KUBECTL = REPO_ROOT / ".tools" / "bin" / "kubectl"
 HELM = REPO_ROOT / ".tools" / "bin" / "helm"
 RELEASE = os.environ.get("AIRFLOW_HA_RELEASE", "airflow-ha")
 NAMESPACE = os.environ.get("AIRFLOW_HA_NAMESPACE", "airflow-ha")
-RESULTS: list[tuple[str, str]] = []  # (what, measured) printed at the end of the session
+RESULTS: list[tuple[str, str]] = []
+PHASE_LINE = re.compile(
+    r"\] (?P<script>[\w-]+): phase '(?P<phase>[^']+)' took (?P<seconds>\d+) s"
+)  # (what, measured) printed at the end of the session
 
 
 def record(what: str, value: str) -> None:
@@ -137,6 +141,8 @@ def release(kube: Kube) -> Iterator[Release]:
     for line in proc.stderr.splitlines():
         if "install -> every pod Ready" in line:
             record("helm install -> all pods Ready + migration Complete", line.split(": ", 2)[-1])
+        elif phase := PHASE_LINE.search(line):  # "[07:16:26] build-images: phase 'airflow' took 6 s"
+            record(f"{phase['script']}: {phase['phase']}", f"{phase['seconds']} s")
     record("scripts/up (build/load images, install, wait)", f"{seconds:.0f} s")
     rel = Release(RELEASE, NAMESPACE, installed_here=True, install_seconds=seconds)
     try:
@@ -254,7 +260,7 @@ class Api:
         self.token = resp.json()["access_token"]
         return self.token
 
-    def request(self, method: str, path: str, retries: int = 6, **kw) -> requests.Response:
+    def request(self, method: str, path: str, retries: int = 6, headers: dict | None = None, **kw) -> requests.Response:
         last: Exception | None = None
         for _ in range(retries):
             try:
@@ -262,7 +268,11 @@ class Api:
                 if self.token is None:
                     self.login()
                 resp = requests.request(
-                    method, f"{url}{path}", headers={"Authorization": f"Bearer {self.token}"}, timeout=60, **kw
+                    method,
+                    f"{url}{path}",
+                    headers={**(headers or {}), "Authorization": f"Bearer {self.token}"},
+                    timeout=60,
+                    **kw,
                 )
                 if resp.status_code == 401:
                     self.token = None

@@ -23,6 +23,9 @@ class AirflowAPI:
     base_url: str  # e.g. http://127.0.0.1:8080
     # When set, asked for the base URL before every request (a port-forward that may have to restart).
     base_url_for: Callable[[], str] | None = None
+    # When set, called after a connection error before the request is tried again (drop a dead forward).
+    reconnect: Callable[[], None] | None = None
+    connect_retries: int = 5
     username: str = "admin"
     password: str = "admin"
     timeout: float = 10.0
@@ -48,13 +51,7 @@ class AirflowAPI:
         if self._token is None:
             self._login()
         for attempt in range(2):
-            response = self._session.request(
-                method,
-                f"{self.url}{path}",
-                headers={**(headers or {}), "Authorization": f"Bearer {self._token}"},
-                timeout=self.timeout,
-                **kwargs,
-            )
+            response = self._send(method, path, headers, **kwargs)
             if response.status_code == 401 and attempt == 0:
                 self._login()  # token expired or api-server restarted with the same secret
                 continue
@@ -62,6 +59,25 @@ class AirflowAPI:
         if response.status_code >= 400:
             raise AirflowAPIError(f"{method} {path}: HTTP {response.status_code} {response.text[:500]}")
         return response
+
+    def _send(self, method: str, path: str, headers: dict | None, **kwargs) -> requests.Response:
+        """One request, tried again after a connection error (the api-server pod or its forward was replaced)."""
+        for attempt in range(self.connect_retries):
+            try:
+                return self._session.request(
+                    method,
+                    f"{self.url}{path}",
+                    headers={**(headers or {}), "Authorization": f"Bearer {self._token}"},
+                    timeout=self.timeout,
+                    **kwargs,
+                )
+            except requests.ConnectionError:
+                if attempt == self.connect_retries - 1:
+                    raise
+                if self.reconnect is not None:
+                    self.reconnect()
+                time.sleep(2)
+        raise AssertionError("unreachable")
 
     # -- health ------------------------------------------------------------------------------------
     def health(self) -> dict:

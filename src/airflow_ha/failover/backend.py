@@ -35,8 +35,13 @@ class Backend(Protocol):
     def redis_master_for_queue(self, queue: str) -> str:
         """The Redis instance that is master for the slot holding ``queue``."""
 
-    def wait_redis_promoted(self, killed: str, timeout: float) -> str:
-        """Wait until a replica serves the killed master's slots; returns the new master."""
+    def wait_redis_serving(self, killed: str, timeout: float) -> str:
+        """Wait until the killed master's slots are served again; returns the master serving them.
+
+        Locally the killed process stays down, so that is always a promoted replica. On Kubernetes the
+        StatefulSet may bring the pod back (new IP, same data from its AOF) before the cluster's node
+        timeout, and then it is the same instance, still master.
+        """
 
     def restart_database(self) -> None:
         """Stop the metadata database and start it again on the same data."""

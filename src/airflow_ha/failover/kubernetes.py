@@ -99,7 +99,9 @@ class KubernetesBackend:
         self.namespace, self.release, self.kubectl = namespace, release, kubectl
         self._api_forward = PortForward(kubectl, namespace, f"{release}-api-server", 8080)
         self._db_forward = PortForward(kubectl, namespace, f"{release}-mysql", 3306)
-        self.api = AirflowAPI("", password=admin_password, base_url_for=self._api_url)
+        self.api = AirflowAPI(
+            "", password=admin_password, base_url_for=self._api_url, reconnect=self._api_forward.close
+        )
         self._db_url = urlsplit(self._secret(f"{release}-connections", "sql-alchemy-conn"))
 
     def _api_url(self) -> str:
@@ -161,6 +163,17 @@ class KubernetesBackend:
 
     def recover(self) -> None:
         wait_for(self._all_ready, 600, "every Deployment and StatefulSet of the release Ready", interval=3)
+        wait_for(self._redis_redundant, 300, "every Redis master with a connected replica again", interval=3)
+
+    def _redis_redundant(self) -> bool:
+        """Every node connected and every master with a replica: a returned pod has rejoined."""
+        try:
+            nodes = self._cluster_nodes()
+        except RuntimeError:
+            return False
+        masters = {n[0] for n in nodes if "master" in n[2] and "fail" not in n[2]}
+        replicated = {n[3] for n in nodes if "slave" in n[2] and "fail" not in n[2] and n[7] == "connected"}
+        return bool(masters) and all(n[7] == "connected" for n in nodes) and masters <= replicated
 
     def wait_healthy(self, timeout: float) -> None:
         def healthy() -> bool:
@@ -171,16 +184,28 @@ class KubernetesBackend:
 
         wait_for(healthy, timeout, "every Airflow component healthy", interval=2)
 
+    def _db_connect(self, attempts: int = 30):
+        """A connection through the forward; a forward to a deleted pod is replaced until one answers."""
+        for attempt in range(attempts):
+            host, port = self._db_forward.address()
+            try:
+                return MySQLdb.connect(
+                    host=host,
+                    port=port,
+                    user=unquote(self._db_url.username or ""),
+                    password=unquote(self._db_url.password or ""),
+                    database=self._db_url.path.lstrip("/"),
+                    connect_timeout=10,
+                )
+            except MySQLdb.OperationalError:
+                if attempt == attempts - 1:
+                    raise
+                self._db_forward.close()
+                time.sleep(2)
+        raise AssertionError("unreachable")
+
     def sql(self, query: str, params: tuple = ()) -> list[tuple]:
-        host, port = self._db_forward.address()
-        conn = MySQLdb.connect(
-            host=host,
-            port=port,
-            user=unquote(self._db_url.username or ""),
-            password=unquote(self._db_url.password or ""),
-            database=self._db_url.path.lstrip("/"),
-            connect_timeout=10,
-        )
+        conn = self._db_connect()
         try:
             cur = conn.cursor()
             cur.execute(query, params)
@@ -188,44 +213,37 @@ class KubernetesBackend:
         finally:
             conn.close()
 
-    def _redis_masters(self) -> dict[str, list[tuple[int, int]]]:
-        """Master pod name -> its slot ranges, from CLUSTER NODES as any Redis pod sees it."""
+    def _cluster_nodes(self) -> list[list[str]]:
+        """CLUSTER NODES as the first Redis pod that answers sees it, one list of fields per node."""
         password = self._secret(f"{self.release}-redis-password", "password")
+        cli = ["redis-cli", "--no-auth-warning", "-a", password, "cluster", "nodes"]
         for pod in self.instances("redis"):
             try:
-                out = self._kubectl(
-                    "exec",
-                    pod,
-                    "-c",
-                    "redis",
-                    "--",
-                    "redis-cli",
-                    "--no-auth-warning",
-                    "-a",
-                    password,
-                    "cluster",
-                    "nodes",
-                )
+                out = self._kubectl("exec", pod, "-c", "redis", "--", *cli)
             except RuntimeError:
                 continue
-            masters: dict[str, list[tuple[int, int]]] = {}
-            for line in out.splitlines():
-                fields = line.split()
-                if len(fields) < 8 or "master" not in fields[2] or "fail" in fields[2]:
-                    continue
-                # address field: ip:port@cport,hostname (cluster-announce-hostname): the pod's stable name
-                match = re.search(r",([^.,]+)", fields[1])
-                name = match.group(1) if match else fields[1]
-                ranges = []
-                for part in fields[8:]:
-                    if part.startswith("["):
-                        continue
-                    low, _, high = part.partition("-")
-                    ranges.append((int(low), int(high or low)))
-                masters[name] = ranges
-            if masters:
-                return masters
+            nodes = [line.split() for line in out.splitlines() if len(line.split()) >= 8]
+            if nodes:
+                return nodes
         raise RuntimeError("no Redis pod answered CLUSTER NODES")
+
+    def _redis_masters(self) -> dict[str, list[tuple[int, int]]]:
+        """Master pod name -> its slot ranges."""
+        masters: dict[str, list[tuple[int, int]]] = {}
+        for fields in self._cluster_nodes():
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            # address field: ip:port@cport,hostname (cluster-announce-hostname): the pod's stable name
+            match = re.search(r",([^.,]+)", fields[1])
+            name = match.group(1) if match else fields[1]
+            ranges = []
+            for part in fields[8:]:
+                if part.startswith("["):
+                    continue
+                low, _, high = part.partition("-")
+                ranges.append((int(low), int(high or low)))
+            masters[name] = ranges
+        return masters
 
     def _master_of_slot(self, slot: int) -> str:
         for name, ranges in self._redis_masters().items():
@@ -236,17 +254,18 @@ class KubernetesBackend:
     def redis_master_for_queue(self, queue: str) -> str:
         return self._master_of_slot(queue_slot(queue))
 
-    def wait_redis_promoted(self, killed: str, timeout: float) -> str:
+    def wait_redis_serving(self, killed: str, timeout: float) -> str:
         slot = queue_slot(PROBE_QUEUES[0])
 
-        def promoted() -> str | None:
+        def serving() -> str | None:
             try:
                 name = self._master_of_slot(slot)
             except RuntimeError:
                 return None
-            return name if name != killed else None
+            # The killed pod counts only once it is back and Ready (it rejoined with a new IP).
+            return name if name != killed or killed in self.instances("redis") else None
 
-        return wait_for(promoted, timeout, f"a replica of {killed} to be promoted", interval=1)
+        return wait_for(serving, timeout, f"the slots of {killed} served again", interval=1)
 
     def restart_database(self) -> None:
         for pod in self._pods("database"):

@@ -177,7 +177,7 @@ class LocalBackend:
         node = self.redis.master_for_slot(queue_slot(queue))
         return f"redis-{node.port}"
 
-    def wait_redis_promoted(self, killed: str, timeout: float) -> str:
+    def wait_redis_serving(self, killed: str, timeout: float) -> str:
         slot = queue_slot(PROBE_QUEUES[0])
 
         def promoted():
