@@ -1,13 +1,18 @@
-"""Fixtures for the chart on a real Kubernetes cluster (the one in KUBECONFIG).
+"""Fixtures for the chart on a real Kubernetes cluster, and the k8s stage's timings.
 
-No reachable cluster -> every test here is SKIPPED with the reason (never an error, never "no tests").
-``AIRFLOW_HA_K8S_UP=1`` (the default of ``tox -e k8s``) lets the session start one with
-``scripts/up --cluster-only`` (../shared/kube as root, or kind) and stop it with ``scripts/down`` at the end.
+The cluster: the one in KUBECONFIG when it answers. Otherwise, with ``AIRFLOW_HA_K8S_UP=1`` (the default of
+``tox -e k8s``; 0 turns it off), the session starts one with ``scripts/up --cluster-only``
+(``../shared/kube`` with 3 nodes as root, else kind) and stops it with ``scripts/down`` at the end. No
+cluster to be had -> every test here is SKIPPED with the reason (never an error, never "no tests").
 
-The release: one installed by ``scripts/up`` (same name/namespace: AIRFLOW_HA_RELEASE/NAMESPACE, default
-airflow-ha/airflow-ha) is reused and left alone; otherwise the session installs it with ``scripts/up``
-(build + load images, helm upgrade --install, wait) and uninstalls it at the end (AIRFLOW_HA_K8S_KEEP=1
-keeps it).
+The release (AIRFLOW_HA_RELEASE/NAMESPACE, default airflow-ha/airflow-ha): the session runs ``scripts/up``
+(build the images, load them, ``helm upgrade --install``, wait until every pod is Ready and the migration
+Job Complete), so what is tested is this checkout; ``AIRFLOW_HA_K8S_REUSE=1`` tests a deployed release as
+it is instead. A release the session installed is uninstalled at the end, also when a test or the install
+failed; ``AIRFLOW_HA_K8S_KEEP=1`` keeps the release and the cluster for a look.
+
+At the end, "k8s measurements" lists every phase: cluster start, image build, image load, install to all
+Ready, each test's seconds and outcome.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,10 +36,9 @@ KUBECTL = REPO_ROOT / ".tools" / "bin" / "kubectl"
 HELM = REPO_ROOT / ".tools" / "bin" / "helm"
 RELEASE = os.environ.get("AIRFLOW_HA_RELEASE", "airflow-ha")
 NAMESPACE = os.environ.get("AIRFLOW_HA_NAMESPACE", "airflow-ha")
-RESULTS: list[tuple[str, str]] = []
-PHASE_LINE = re.compile(
-    r"\] (?P<script>[\w-]+): phase '(?P<phase>[^']+)' took (?P<seconds>\d+) s"
-)  # (what, measured) printed at the end of the session
+RESULTS: list[tuple[str, str]] = []  # (what, measured) printed at the end of the session
+# "[07:16:26] build-images: phase 'airflow' took 6 s" (scripts/lib.sh phase())
+PHASE_LINE = re.compile(r"\] (?P<script>[\w-]+): phase '(?P<phase>[^']+)' took (?P<seconds>\d+) s")
 
 
 def record(what: str, value: str) -> None:
@@ -41,11 +46,44 @@ def record(what: str, value: str) -> None:
     print(f"[k8s] {what}: {value}", flush=True)
 
 
+def _keep() -> bool:
+    return os.environ.get("AIRFLOW_HA_K8S_KEEP") == "1"
+
+
+def pytest_runtest_logreport(report):
+    """Each test's seconds (setup + call + teardown) and outcome, in the measurements."""
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        outcome = "skipped" if report.skipped else report.outcome
+        record(f"test {report.nodeid.split('::', 1)[-1]}", f"{outcome} in {report.duration:.0f} s")
+
+
 def pytest_terminal_summary(terminalreporter):
     if RESULTS:
         terminalreporter.section("k8s measurements")
         for what, value in RESULTS:
             terminalreporter.write_line(f"{what:<60} {value}")
+
+
+def stream(cmd: list[str | Path], timeout: float, env: dict | None = None) -> tuple[int, str]:
+    """Run a long script with its output shown live (on the real stderr, past pytest's capture, so a CI
+    log shows progress) and returned; its phase lines are recorded."""
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        [str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
+    )
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        sys.__stderr__.write(f"  | {line}")
+        sys.__stderr__.flush()
+        if phase := PHASE_LINE.search(line):
+            record(f"{phase['script']}: {phase['phase']}", f"{phase['seconds']} s")
+        if time.monotonic() - start > timeout:
+            proc.kill()
+            lines.append(f"[killed after {timeout:.0f} s]\n")
+            break
+    return proc.wait(), "".join(lines)
 
 
 def run(cmd: list[str | Path], timeout: float = 600, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
@@ -82,27 +120,38 @@ class Kube:
     apps: object
 
 
+def _auto_start() -> bool:
+    return os.environ.get("AIRFLOW_HA_K8S_UP", "0").lower() in ("1", "true", "yes")
+
+
 @pytest.fixture(scope="session")
 def kube() -> Iterator[Kube]:
     reason = _reachable()
     started = False
-    if reason and os.environ.get("AIRFLOW_HA_K8S_UP") == "1":
-        proc = run([REPO_ROOT / "scripts" / "up", "--cluster-only"], timeout=900, check=False)
-        if proc.returncode == 0:
-            os.environ["KUBECONFIG"] = proc.stdout.strip().splitlines()[-1]
-            started = True
-            reason = _reachable()
-        else:
-            reason = f"{reason}; scripts/up --cluster-only failed: {proc.stderr[-500:]}"
-    if reason:
-        pytest.skip(reason)
-    from kubernetes import client
-
     try:
+        if reason and _auto_start():
+            t0 = time.monotonic()
+            code, out = stream([REPO_ROOT / "scripts" / "up", "--cluster-only"], timeout=900)
+            # scripts/up records what it started (~/.cache/airflow-ha/up.state); scripts/down undoes it.
+            started = True
+            if code == 0:
+                os.environ["KUBECONFIG"] = out.strip().splitlines()[-1]
+                reason = _reachable()
+                record("cluster (scripts/up --cluster-only)", f"{time.monotonic() - t0:.0f} s")
+            else:
+                reason = f"{reason}; scripts/up --cluster-only: {out.strip().splitlines()[-1] if out.strip() else code}"
+        elif reason:
+            reason += " (AIRFLOW_HA_K8S_UP=1 would start one)"
+        if reason:
+            pytest.skip(reason)
+        from kubernetes import client
+
         yield Kube(core=client.CoreV1Api(), batch=client.BatchV1Api(), apps=client.AppsV1Api())
     finally:
-        if started and os.environ.get("AIRFLOW_HA_K8S_KEEP") != "1":
-            run([REPO_ROOT / "scripts" / "down"], timeout=900, check=False)
+        if started and not _keep():
+            t0 = time.monotonic()
+            stream([REPO_ROOT / "scripts" / "down"], timeout=900)
+            record("teardown: cluster down (scripts/down)", f"{time.monotonic() - t0:.0f} s")
 
 
 def helm(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -129,27 +178,28 @@ def release(kube: Kube) -> Iterator[Release]:
     if not (REPO_ROOT / "chart" / "Chart.yaml").is_file():
         pytest.skip("chart/Chart.yaml does not exist yet")
     status = helm("status", RELEASE, "-n", NAMESPACE, "-o", "json", check=False)
-    if status.returncode == 0 and json.loads(status.stdout).get("info", {}).get("status") == "deployed":
+    deployed = status.returncode == 0 and json.loads(status.stdout).get("info", {}).get("status") == "deployed"
+    if deployed and os.environ.get("AIRFLOW_HA_K8S_REUSE") == "1":
         yield Release(RELEASE, NAMESPACE, installed_here=False)
         return
     start = time.monotonic()
     env = dict(os.environ, AIRFLOW_HA_CLUSTER="kubeconfig", AIRFLOW_HA_RELEASE=RELEASE, AIRFLOW_HA_NAMESPACE=NAMESPACE)
-    proc = subprocess.run([str(REPO_ROOT / "scripts" / "up")], env=env, capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        pytest.fail(f"scripts/up failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}")
-    seconds = time.monotonic() - start
-    for line in proc.stderr.splitlines():
-        if "install -> every pod Ready" in line:
-            record("helm install -> all pods Ready + migration Complete", line.split(": ", 2)[-1])
-        elif phase := PHASE_LINE.search(line):  # "[07:16:26] build-images: phase 'airflow' took 6 s"
-            record(f"{phase['script']}: {phase['phase']}", f"{phase['seconds']} s")
-    record("scripts/up (build/load images, install, wait)", f"{seconds:.0f} s")
-    rel = Release(RELEASE, NAMESPACE, installed_here=True, install_seconds=seconds)
+    rel = Release(RELEASE, NAMESPACE, installed_here=not deployed)
     try:
+        code, out = stream([REPO_ROOT / "scripts" / "up"], timeout=1800, env=env)
+        if code != 0:
+            pytest.fail(f"scripts/up failed (exit {code}):\n{out[-6000:]}")
+        rel.install_seconds = time.monotonic() - start
+        for line in out.splitlines():
+            if "install -> every pod Ready" in line:
+                record("helm install -> all pods Ready + migration Complete", line.split(": ", 2)[-1])
+        record("scripts/up (build/load images, install, wait)", f"{rel.install_seconds:.0f} s")
         yield rel
     finally:
-        if os.environ.get("AIRFLOW_HA_K8S_KEEP") != "1":
-            run([REPO_ROOT / "scripts" / "down", "--keep-cluster"], timeout=900, check=False)
+        if rel.installed_here and not _keep():
+            t0 = time.monotonic()
+            stream([REPO_ROOT / "scripts" / "down", "--keep-cluster"], timeout=900)
+            record("teardown: helm uninstall (scripts/down --keep-cluster)", f"{time.monotonic() - t0:.0f} s")
 
 
 def _free_port() -> int:
