@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_ha.failover import scenarios
+from airflow_ha.failover import nodes, scenarios
 from airflow_ha.failover.kubernetes import KubernetesBackend
 from airflow_ha.failover.report import markdown_table, write_results
 from tests.k8s.conftest import KUBECTL, REPO_ROOT, admin_password
@@ -41,6 +41,35 @@ def k8s_backend(kube, release):
 @pytest.mark.parametrize("name", list(scenarios.SCENARIOS))
 def test_scenario_on_kubernetes(k8s_backend, name):
     result = scenarios.SCENARIOS[name](k8s_backend)
+    RESULTS.append(result)
+    assert result.dag_runs_succeeded == result.dag_runs, result
+    assert result.tasks_lost == 0, result
+
+
+# -- whole nodes: need a cluster whose nodes this machine can switch off (../shared/kube as root, or kind) --
+@pytest.fixture(scope="module")
+def node_control(k8s_backend):
+    names = [n.metadata.name for n in k8s_backend.core.list_node().items]
+    control = nodes.node_control(names, REPO_ROOT.parent / "shared" / "kube")
+    if control is None:
+        pytest.skip(f"nodes {names} cannot be stopped from here (needs ../shared/kube as root, or kind + docker)")
+    if len(names) < 3:
+        pytest.skip(f"{len(names)} node(s): losing one needs 3 (required anti-affinity, a replica elsewhere)")
+    return control
+
+
+@pytest.mark.parametrize("mitigation", [True, False], ids=["wait-raise", "no-wait"])
+def test_split_brain(k8s_backend, node_control, mitigation):
+    result = nodes.split_brain(k8s_backend, node_control, mitigation=mitigation)
+    RESULTS.append(result)
+    assert result.tasks_expected > 0 and result.tasks_succeeded > 0, result
+    if mitigation:
+        assert result.tasks_lost == 0, result
+    # no-wait: what is lost is the measurement (acknowledged writes the cut-off master dropped at heal).
+
+
+def test_node_lost(k8s_backend, node_control):
+    result = nodes.node_lost(k8s_backend, node_control)
     RESULTS.append(result)
     assert result.dag_runs_succeeded == result.dag_runs, result
     assert result.tasks_lost == 0, result

@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from tests.k8s.conftest import HELM, REPO_ROOT, Api, Kube, PortForward, Release, record, run
+from tests.k8s.conftest import HELM, KUBECTL, REPO_ROOT, Api, Kube, PortForward, Release, record, run
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1500)]
 
@@ -219,3 +219,63 @@ def test_delete_active_scheduler_runs_still_succeed(kube: Kube, release: Release
         f"{len(runs)} runs success {runs_done:.0f} s after; "
         f"{len(schedulers)} schedulers Ready again {time.monotonic() - t0:.0f} s after",
     )
+
+
+def test_wrong_broker_password_is_named_and_not_ready(kube: Kube, release: Release):
+    """A worker given a wrong Redis password: its log says so and its readiness probe fails (no silent hang)."""
+    import copy
+
+    from kubernetes import client
+
+    sts = next(
+        s
+        for s in kube.apps.list_namespaced_stateful_set(
+            release.namespace, label_selector=f"{release.selector},component=worker"
+        ).items
+    )
+    spec = copy.deepcopy(sts.spec.template.spec)
+    worker = spec.containers[0]
+    url = run(
+        [KUBECTL, "-n", release.namespace, "exec", f"{sts.metadata.name}-0", "-c", worker.name, "--",
+         "printenv", "AIRFLOW__CELERY__BROKER_URL"],
+    ).stdout.strip()  # fmt: skip
+    scheme, rest = url.split("://", 1)
+    wrong = f"{scheme}://:not-the-password-{secrets.token_hex(4)}@{rest.split('@', 1)[1]}"
+    worker.env = [e for e in worker.env if e.name != "AIRFLOW__CELERY__BROKER_URL"]
+    worker.env.append(client.V1EnvVar(name="AIRFLOW__CELERY__BROKER_URL", value=wrong))
+    name = f"wrong-password-{secrets.token_hex(3)}"
+    pod = client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, labels={"app.kubernetes.io/part-of": "airflow-ha-test"}), spec=spec
+    )
+    kube.core.create_namespaced_pod(release.namespace, pod)
+    start = time.monotonic()
+    try:
+        reason = ""
+        while time.monotonic() - start < 300:
+            p = kube.core.read_namespaced_pod(name, release.namespace)
+            events = kube.core.list_namespaced_event(
+                release.namespace, field_selector=f"involvedObject.name={name}"
+            ).items
+            probe_failures = [e.message for e in events if e.reason == "Unhealthy" and "Readiness" in (e.message or "")]
+            statuses = p.status.container_statuses or []
+            started = any(s.state.running or s.state.terminated or s.restart_count for s in statuses)
+            log = ""
+            if started:
+                log = run([KUBECTL, "-n", release.namespace, "logs", name, "-c", worker.name], check=False).stdout
+                log += run(
+                    [KUBECTL, "-n", release.namespace, "logs", name, "-c", worker.name, "--previous"], check=False
+                ).stdout
+            ready = any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+            assert not ready, f"{name} became Ready with a wrong broker password"
+            if probe_failures and "credentials" in log:
+                reason = probe_failures[-1]
+                break
+            time.sleep(5)
+        assert reason, f"no readiness failure naming the problem within 300 s; log:\n{log[-3000:]}"
+        assert "credentials" in reason or "refused" in reason, reason
+        line = next(line for line in log.splitlines() if "credentials" in line)
+        record("worker with a wrong Redis password", f"not Ready after {time.monotonic() - start:.0f} s; probe: "
+               f"{reason.strip()[-160:]}; log: {line.strip()[-160:]}")  # fmt: skip
+        assert "not-the-password" not in log, "the wrong password leaked into the log"
+    finally:
+        kube.core.delete_namespaced_pod(name, release.namespace, grace_period_seconds=0)

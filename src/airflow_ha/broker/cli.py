@@ -57,3 +57,7 @@ def register(subparsers) -> None:
     parser.add_argument("--url", help="broker URL (default: [celery] broker_url / AIRFLOW__CELERY__BROKER_URL)")
     parser.add_argument("--timeout", type=float, default=None, help="connect timeout per seed node, seconds")
     parser.set_defaults(func=run)
+
+    from airflow_ha.broker import probe
+
+    probe.register(subparsers)

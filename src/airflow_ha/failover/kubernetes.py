@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -35,22 +36,28 @@ def free_port() -> int:
 
 
 class PortForward:
-    """``kubectl port-forward svc/<service> <local>:<remote>``, started again whenever it has died."""
+    """``kubectl port-forward <target> <local>:<remote>``, started again whenever it has died.
 
-    def __init__(self, kubectl: Path, namespace: str, service: str, remote_port: int) -> None:
-        self.kubectl, self.namespace, self.service, self.remote_port = kubectl, namespace, service, remote_port
+    ``target()`` names what to forward to each time it (re)starts: ``svc/<name>`` (kubectl picks a pod) or
+    a ``pod/<name>`` chosen by the caller, e.g. to avoid a pod on a node that is about to go away.
+    """
+
+    def __init__(self, kubectl: Path, namespace: str, target: Callable[[], str], remote_port: int) -> None:
+        self.kubectl, self.namespace, self.target, self.remote_port = kubectl, namespace, target, remote_port
         self.proc: subprocess.Popen | None = None
         self.port = 0
+        self.service = ""
 
     def _start(self) -> None:
         self.port = free_port()
+        self.service = self.target()
         self.proc = subprocess.Popen(
             [
                 str(self.kubectl),
                 "-n",
                 self.namespace,
                 "port-forward",
-                f"svc/{self.service}",
+                self.service,
                 f"{self.port}:{self.remote_port}",
             ],
             stdout=subprocess.DEVNULL,
@@ -73,7 +80,7 @@ class PortForward:
             if self._answers():
                 return "127.0.0.1", self.port
             if time.monotonic() > deadline:
-                raise TimeoutError(f"kubectl port-forward svc/{self.service} did not answer within {timeout:.0f}s")
+                raise TimeoutError(f"kubectl port-forward {self.service} did not answer within {timeout:.0f}s")
             self.close()  # a forward whose pod went away accepts nothing: start a new one
             time.sleep(1)
 
@@ -97,12 +104,35 @@ class KubernetesBackend:
         self.core = client.CoreV1Api()
         self.apps = client.AppsV1Api()
         self.namespace, self.release, self.kubectl = namespace, release, kubectl
-        self._api_forward = PortForward(kubectl, namespace, f"{release}-api-server", 8080)
-        self._db_forward = PortForward(kubectl, namespace, f"{release}-mysql", 3306)
+        # Nodes a scenario is about to lose: forwards go to pods elsewhere (see _forward_target).
+        self.avoid_nodes: set[str] = set()
+        self._api_forward = PortForward(kubectl, namespace, lambda: self._forward_target("api-server"), 8080)
+        self._db_forward = PortForward(kubectl, namespace, lambda: self._forward_target("database"), 3306)
         self.api = AirflowAPI(
             "", password=admin_password, base_url_for=self._api_url, reconnect=self._api_forward.close
         )
         self._db_url = urlsplit(self._secret(f"{release}-connections", "sql-alchemy-conn"))
+
+    def _forward_target(self, component: str) -> str:
+        """A Ready pod of ``component`` on a Ready node not in ``avoid_nodes``; else its Service."""
+        service = f"{self.release}-{COMPONENT_LABELS.get(component, component)}"
+        try:
+            ready_nodes = {
+                n.metadata.name
+                for n in self.core.list_node().items
+                if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+            }
+            for pod in self._pods(component):
+                if self._ready(pod) and pod.spec.node_name in ready_nodes - self.avoid_nodes:
+                    return f"pod/{pod.metadata.name}"
+        except Exception:  # the Kubernetes API briefly unreachable: let kubectl pick
+            pass
+        return f"svc/{service}"
+
+    def reconnect(self) -> None:
+        """Drop both forwards: the next request opens new ones (after ``avoid_nodes`` changed)."""
+        self._api_forward.close()
+        self._db_forward.close()
 
     def _api_url(self) -> str:
         host, port = self._api_forward.address()

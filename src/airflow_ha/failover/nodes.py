@@ -1,0 +1,496 @@
+"""Whole-node failures on Kubernetes: a node powered off, a node cut off the network (split brain).
+
+These need a cluster whose nodes can be switched off: ``../shared/kube`` (``stop-node``/``up``,
+``partition-node``/``heal``) or kind (``docker kill``/``start``, ``docker network disconnect``/``connect``).
+:func:`node_control` picks one from the node names; scenarios get a :class:`NodeControl`.
+
+- :func:`node_lost`: power off the node of a scheduler and a Redis master while probe DAG runs and
+  waiting smart sensors are in flight. The replica elsewhere is promoted (no slot range is lost, which
+  only holds because no master shares a node with its replica), the other scheduler keeps scheduling;
+  then the node returns and the release must get back to full Redis redundancy with that placement.
+- :func:`split_brain`: cut off the node of a Redis master while publishers on both sides of the cut
+  send numbered messages to a queue that master owns, for longer than the cluster's node timeout. The
+  majority promotes the replica; the cut-off master keeps taking writes from its side until it notices.
+  After ``heal`` it becomes a replica and drops what it took: those messages are lost unless the
+  transport's replication mitigation (``WAIT`` + ``replication_wait_policy=raise``) refused them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+from airflow_ha.broker.keys import queue_slot
+from airflow_ha.broker.probe import PROBE_QUEUE_PREFIX, parse_output
+from airflow_ha.failover import scenarios
+from airflow_ha.failover.kubernetes import KubernetesBackend
+from airflow_ha.failover.report import ScenarioResult
+from airflow_ha.failover.scenarios import ScenarioError, Workload, wait_for
+from airflow_ha.redis_ops.placement import colocated_pairs, parse_cluster_nodes, topology
+
+TOTAL_SLOTS = 16384
+
+
+class NodeControl(Protocol):
+    kind: str
+
+    def stop(self, node: str) -> None: ...
+    def start(self, node: str) -> None: ...
+    def can_partition(self, node: str) -> bool: ...
+    def partition(self, node: str) -> None: ...
+    def heal(self, node: str) -> None: ...
+
+
+def _sh(*cmd: str, env: dict | None = None, timeout: float = 300) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {(proc.stderr or proc.stdout)[-800:]}")
+    return proc.stdout
+
+
+class KubeoneNodes:
+    """../shared/kube: node ``kubeone`` is 1, ``kubeone-N`` is N; only nodes 2.. can be partitioned."""
+
+    kind = "kubeone"
+
+    def __init__(self, shared_kube: Path, node_count: int) -> None:
+        self.dir, self.node_count = shared_kube, node_count
+
+    @staticmethod
+    def index(node: str) -> int:
+        return int(node.rsplit("-", 1)[1]) if node.startswith("kubeone-") else 1
+
+    def stop(self, node: str) -> None:
+        _sh(str(self.dir / "stop-node"), str(self.index(node)))
+
+    def start(self, node: str) -> None:
+        _sh(str(self.dir / "up"), env={**os.environ, "KUBEONE_NODES": str(self.node_count)}, timeout=600)
+
+    def can_partition(self, node: str) -> bool:
+        return self.index(node) >= 2
+
+    def partition(self, node: str) -> None:
+        _sh(str(self.dir / "partition-node"), str(self.index(node)))
+
+    def heal(self, node: str) -> None:
+        _sh(str(self.dir / "partition-node"), str(self.index(node)), "heal")
+
+
+class KindNodes:
+    """kind: every node is a Docker container on the ``kind`` network."""
+
+    kind = "kind"
+
+    def stop(self, node: str) -> None:
+        _sh("docker", "kill", node)
+
+    def start(self, node: str) -> None:
+        _sh("docker", "start", node)
+
+    def can_partition(self, node: str) -> bool:
+        return not node.endswith("-control-plane")
+
+    def partition(self, node: str) -> None:
+        _sh("docker", "network", "disconnect", "kind", node)
+
+    def heal(self, node: str) -> None:
+        _sh("docker", "network", "connect", "kind", node)
+
+
+def node_control(node_names: list[str], shared_kube: Path) -> NodeControl | None:
+    """The control for this cluster's nodes, or None when they cannot be switched off from here."""
+    if node_names and all(n == "kubeone" or n.startswith("kubeone-") for n in node_names):
+        if (shared_kube / "stop-node").is_file() and os.geteuid() == 0:
+            return KubeoneNodes(shared_kube, len(node_names))
+        return None
+    if shutil.which("docker"):
+        proc = subprocess.run(["docker", "inspect", *node_names], capture_output=True, text=True)
+        if proc.returncode == 0:
+            return KindNodes()
+    return None
+
+
+# -- what the scenarios read from the cluster ------------------------------------------------------------
+class ClusterView:
+    """Pods per node and the Redis Cluster as seen from a pod on a live node."""
+
+    def __init__(self, backend: KubernetesBackend) -> None:
+        self.backend = backend
+
+    def pods(self, component: str | None = None) -> list:
+        selector = f"app.kubernetes.io/instance={self.backend.release}"
+        if component:
+            selector += f",component={component}"
+        pods = self.backend.core.list_namespaced_pod(self.backend.namespace, label_selector=selector).items
+        return [p for p in pods if p.metadata.deletion_timestamp is None and p.spec.node_name]
+
+    def node_of(self, pod: str) -> str:
+        return self.backend.core.read_namespaced_pod(pod, self.backend.namespace).spec.node_name
+
+    def redis_cli(self, pod: str, *args: str, timeout: float = 30) -> str:
+        password = self.backend._secret(f"{self.backend.release}-redis-password", "password")
+        return self.backend._kubectl(
+            "exec", pod, "-c", "redis", "--", "redis-cli", "--no-auth-warning", "-a", password, *args, timeout=timeout
+        )
+
+    def redis_nodes(self, avoid: str | None = None):
+        """CLUSTER NODES (parsed) from the first Ready Redis pod not on node ``avoid``."""
+        for pod in self.pods("redis"):
+            if pod.spec.node_name == avoid or not KubernetesBackend._ready(pod):
+                continue
+            try:
+                return parse_cluster_nodes(self.redis_cli(pod.metadata.name, "cluster", "nodes", timeout=15))
+            except (RuntimeError, subprocess.TimeoutExpired):
+                continue
+        raise RuntimeError(f"no Redis pod off node {avoid} answered CLUSTER NODES")
+
+    @staticmethod
+    def pod_name(cluster_node) -> str:
+        return cluster_node.hostname.split(".", 1)[0]
+
+    def masters_on(self, node: str) -> list:
+        pod_nodes = {p.metadata.name: p.spec.node_name for p in self.pods("redis")}
+        return [
+            n
+            for n in self.redis_nodes()
+            if n.role == "master" and n.slots and not n.failing and pod_nodes.get(self.pod_name(n)) == node
+        ]
+
+    def ensure_master_on(self, node: str) -> str:
+        """A Redis master pod on ``node``: one that is, or a replica there promoted by CLUSTER FAILOVER."""
+        masters = self.masters_on(node)
+        if masters:
+            return self.pod_name(masters[0])
+        replicas = [p.metadata.name for p in self.pods("redis") if p.spec.node_name == node]
+        if not replicas:
+            raise ScenarioError(f"no Redis pod runs on {node}")
+        self.redis_cli(replicas[0], "cluster", "failover")
+        wait_for(lambda: self.masters_on(node), 60, f"{replicas[0]} to become master (CLUSTER FAILOVER)", interval=1)
+        return self.pod_name(self.masters_on(node)[0])
+
+    def slots_served(self, avoid: str) -> tuple[bool, int]:
+        """(cluster_state ok, slots held by masters not on node ``avoid`` and not failing)."""
+        pod_nodes = {p.metadata.name: p.spec.node_name for p in self.pods("redis")}
+        nodes = self.redis_nodes(avoid=avoid)
+        live = [
+            n
+            for n in nodes
+            if n.role == "master" and not n.failing and pod_nodes.get(self.pod_name(n)) not in (avoid, None)
+        ]
+        pods = [p for p in self.pods("redis") if p.spec.node_name != avoid and KubernetesBackend._ready(p)]
+        info = self.redis_cli(pods[0].metadata.name, "cluster", "info", timeout=15) if pods else ""
+        return "cluster_state:ok" in info, sum(n.slots for n in live)
+
+    def placement_ok(self) -> bool:
+        """Every pod's own CLUSTER NODES agrees and no master shares a Kubernetes node with its replica."""
+        pods = self.pods("redis")
+        try:
+            views = {
+                p.metadata.name: parse_cluster_nodes(self.redis_cli(p.metadata.name, "cluster", "nodes")) for p in pods
+            }
+            nodes = topology(views, {p.metadata.name: p.spec.node_name for p in pods})
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired):
+            return False
+        masters = {n.node_id for n in nodes if n.role == "master"}
+        replicated = {n.master_id for n in nodes if n.role == "replica"}
+        return masters <= replicated and not colocated_pairs(nodes)
+
+
+# -- node lost -------------------------------------------------------------------------------------------
+def _pick_node(view: ClusterView, need_partition: NodeControl | None = None) -> str:
+    """A node with a scheduler (node_lost) or a worker (split brain), no database, and the most on it."""
+    database = {p.spec.node_name for p in view.pods("mysql")}
+    want = "worker" if need_partition else "scheduler"
+    candidates = sorted({p.spec.node_name for p in view.pods(want)} - database)
+    if need_partition:
+        candidates = [n for n in candidates if need_partition.can_partition(n)]
+    if not candidates:
+        raise ScenarioError(f"no node holds a {want} without the database (needed to lose one)")
+
+    # Prefer the node that also runs a worker / scheduler and a sensor shard: more is in flight there.
+    def load(node: str) -> int:
+        return sum(1 for p in view.pods() if p.spec.node_name == node)
+
+    return max(candidates, key=load)
+
+
+def node_lost(backend: KubernetesBackend, nodes: NodeControl, down_seconds: float = 90.0) -> ScenarioResult:
+    view = ClusterView(backend)
+    target = _pick_node(view)
+    master = view.ensure_master_on(target)
+    on_node = sorted(p.metadata.name for p in view.pods() if p.spec.node_name == target)
+    workload = Workload(backend, "node-lost", seconds=3.0)
+    sensors = Workload(
+        backend,
+        "node-lost-sensors",
+        seconds=0.0,
+        dag_id=scenarios.SENSOR_PROBE_DAG,
+        task_pattern="wait\\_%",
+        tasks_per_run=scenarios.SENSORS_PER_RUN,
+    )
+    backend.api.unpause(scenarios.SENSOR_PROBE_DAG)
+    sensors.trigger(2)
+    workload.trigger(3)
+    wait_for(lambda: workload.succeeded() > 0, 180, "probe tasks to flow")
+    wait_for(
+        lambda: sum(1 for row in sensors.work_instances() if row[3] == "deferred") == sensors.tasks_expected,
+        300,
+        "every probe sensor deferred",
+        interval=2,
+    )
+    backend.avoid_nodes = {target}  # API and DB forwards go to pods elsewhere before the node goes
+    backend.reconnect()
+    started = time.monotonic()
+    nodes.stop(target)
+    back = False
+    try:
+        # The master's slots: served again by its replica on another node (never uncovered for good).
+        fewest = [TOTAL_SLOTS]
+
+        def served() -> bool:
+            try:
+                ok, slots = view.slots_served(avoid=target)
+            except (RuntimeError, subprocess.TimeoutExpired):
+                return False
+            fewest[0] = min(fewest[0], slots)
+            return ok and slots == TOTAL_SLOTS
+
+        wait_for(served, 180, f"every slot served by masters off {target}", interval=1)
+        redis_back = time.monotonic() - started
+        after = workload.trigger(2)
+        wait_for(lambda: workload.succeeded(after) > 0, 600, "a run triggered after the node loss to run a task")
+        flowing = time.monotonic() - started
+        time.sleep(max(0.0, down_seconds - (time.monotonic() - started)))
+        down_for = time.monotonic() - started
+        nodes.start(target)
+        back = True
+    finally:
+        if not back:
+            nodes.start(target)
+    for run_id in sensors.runs:
+        backend.api.set_variable(f"{scenarios.SENSOR_RELEASE_PREFIX}/{run_id}", "go")
+    states = backend.api.wait_for_runs([(workload.dag_id, r) for r in workload.runs], scenarios.RUN_TIMEOUT)
+    sensor_states = backend.api.wait_for_runs([(sensors.dag_id, r) for r in sensors.runs], scenarios.RUN_TIMEOUT)
+    returned = time.monotonic()
+    backend.recover()
+    wait_for(view.placement_ok, 300, "full Redis redundancy with no master beside its replica", interval=5)
+    backend.wait_healthy(300)
+    backend.avoid_nodes = set()
+    redundant = time.monotonic() - returned
+    result = workload.result(flowing, {**states, **sensor_states}, [])
+    sensor_result = sensors.result(None, sensor_states, [])
+    result.dag_runs += sensor_result.dag_runs
+    result.tasks_expected += sensor_result.tasks_expected
+    result.tasks_succeeded += sensor_result.tasks_succeeded
+    result.tasks_retried += sensor_result.tasks_retried
+    result.tasks_lost += sensor_result.tasks_lost
+    result.notes = [
+        f"stopped node {target} ({len(on_node)} pods: {', '.join(on_node)}), Redis master {master} on it; "
+        f"masters off {target} held {fewest[0]} slots at the stop, all {TOTAL_SLOTS} after {redis_back:.1f}s; "
+        f"a new run's task ran after {flowing:.1f}s; node back after {down_for:.0f}s; full redundancy with "
+        f"correct placement {redundant:.0f}s after every run ended; {len(sensors.runs)} sensor runs "
+        f"({sensor_result.tasks_expected} sensors) waited through it"
+    ]
+    return result
+
+
+# -- split brain ----------------------------------------------------------------------------------------
+def _slot_ranges(cluster_nodes: str, node_id: str) -> list[tuple[int, int]]:
+    for line in cluster_nodes.splitlines():
+        parts = line.split()
+        if parts and parts[0] == node_id:
+            ranges = []
+            for item in parts[8:]:
+                if not item.startswith("["):  # [slot->-id]: a slot being migrated
+                    lo, _, hi = item.partition("-")
+                    ranges.append((int(lo), int(hi or lo)))
+            return ranges
+    return []
+
+
+def _queue_on(view: ClusterView, master_pod: str) -> str:
+    """A probe queue name whose hash slot the master ``master_pod`` owns."""
+    me = next(n for n in view.redis_nodes() if view.pod_name(n) == master_pod)
+    ranges = _slot_ranges(view.redis_cli(master_pod, "cluster", "nodes"), me.node_id)
+    for _ in range(100000):
+        queue = f"{PROBE_QUEUE_PREFIX}-{uuid.uuid4().hex[:8]}"
+        if any(lo <= queue_slot(queue) <= hi for lo, hi in ranges):
+            return queue
+    raise ScenarioError(f"no queue name maps to a slot of {master_pod} ({ranges})")
+
+
+class ProbePods:
+    """Short-lived pods running ``airflow-ha broker-probe`` with a worker's image and environment."""
+
+    def __init__(self, backend: KubernetesBackend) -> None:
+        self.backend = backend
+        self.names: list[str] = []
+        sts = backend.apps.read_namespaced_stateful_set(f"{backend.release}-worker", backend.namespace)
+        self.template = sts.spec.template.spec
+
+    def start(self, name: str, node: str, args: list[str], env: dict[str, str] | None = None) -> str:
+        from kubernetes import client
+
+        worker = self.template.containers[0]
+        extra = [client.V1EnvVar(name=k, value=v) for k, v in (env or {}).items()]
+        container = client.V1Container(
+            name="probe",
+            image=worker.image,
+            image_pull_policy=worker.image_pull_policy,
+            args=args,
+            env=[e for e in worker.env or [] if e.name not in (env or {})] + extra,
+            env_from=worker.env_from,
+            security_context=worker.security_context,
+        )
+        pod = client.V1Pod(
+            metadata=client.V1ObjectMeta(name=name, labels={"app.kubernetes.io/part-of": "airflow-ha-failover-probe"}),
+            spec=client.V1PodSpec(
+                containers=[container],
+                restart_policy="Never",
+                node_name=node,
+                security_context=self.template.security_context,
+                service_account_name=self.template.service_account_name,
+                image_pull_secrets=self.template.image_pull_secrets,
+            ),
+        )
+        self.backend.core.create_namespaced_pod(self.backend.namespace, pod)
+        self.names.append(name)
+        return name
+
+    def phase(self, name: str) -> str:
+        return self.backend.core.read_namespaced_pod(name, self.backend.namespace).status.phase
+
+    def logs(self, name: str) -> str:
+        return self.backend.core.read_namespaced_pod_log(name, self.backend.namespace, container="probe")
+
+    def delete_all(self) -> None:
+        from kubernetes.client import V1DeleteOptions
+
+        for name in self.names:
+            with contextlib.suppress(Exception):  # already gone
+                self.backend.core.delete_namespaced_pod(
+                    name, self.backend.namespace, body=V1DeleteOptions(grace_period_seconds=0)
+                )
+        self.names = []
+
+
+def _longest_gap(acked_at: list[float]) -> float:
+    return max((b - a for a, b in itertools.pairwise(acked_at)), default=0.0)
+
+
+def split_brain(
+    backend: KubernetesBackend,
+    nodes: NodeControl,
+    mitigation: bool,
+    cut_seconds: float = 25.0,
+    rate: float = 10.0,
+) -> ScenarioResult:
+    """Publishers on both sides of a cut-off Redis master; count every message id after ``heal``."""
+    label = "split-brain-wait-raise" if mitigation else "split-brain-no-wait"
+    view = ClusterView(backend)
+    backend.recover()
+    wait_for(view.placement_ok, 300, "full Redis redundancy with correct placement", interval=5)
+    target = _pick_node(view, need_partition=nodes)
+    master = view.ensure_master_on(target)
+    queue = _queue_on(view, master)
+    other = sorted({p.spec.node_name for p in view.pods("redis")} - {target})[0]
+    options = (
+        ["replication_wait_replicas=1", "replication_wait_policy=raise", "replication_wait_timeout_ms=500"]
+        if mitigation
+        else ["replication_wait_replicas=0"]
+    )
+    before, after = 10.0, 20.0
+    publish_seconds = before + cut_seconds + after
+    args = ["airflow-ha", "broker-probe", "publish", "--queue", queue, "--seconds", str(publish_seconds)]
+    args += ["--rate", str(rate)]
+    for option in options:
+        args += ["--option", option]
+    pods = ProbePods(backend)
+    suffix = uuid.uuid4().hex[:5]
+    try:
+        inside = pods.start(f"probe-in-{suffix}", target, [*args, "--prefix", "in"])
+        outside = pods.start(f"probe-out-{suffix}", other, [*args, "--prefix", "out"])
+
+        def publishing() -> bool:
+            return all("ACK " in pods.logs(p) for p in (inside, outside) if pods.phase(p) == "Running") and all(
+                pods.phase(p) == "Running" for p in (inside, outside)
+            )
+
+        wait_for(publishing, 180, "both probe publishers acknowledged", interval=1)
+        time.sleep(before)
+        cut_at = time.monotonic()
+        nodes.partition(target)
+        try:
+            time.sleep(cut_seconds)
+        finally:
+            nodes.heal(target)
+        healed = time.monotonic()
+        wait_for(
+            lambda: all(pods.phase(p) in ("Succeeded", "Failed") for p in (inside, outside)),
+            publish_seconds + 300,
+            "the publishers to finish",
+            interval=3,
+        )
+        logs = {p: pods.logs(p) for p in (inside, outside)}
+        backend.recover()
+        promoted = view.pod_name(next(n for n in view.redis_nodes() if _slot_in_node(view, n, queue)))
+        drainer = pods.start(
+            f"probe-drain-{suffix}",
+            other,
+            ["airflow-ha", "broker-probe", "drain", "--queue", queue, "--idle", "5"],
+        )
+        wait_for(lambda: pods.phase(drainer) in ("Succeeded", "Failed"), 600, "the drain to finish", interval=3)
+        received = json.loads(pods.logs(drainer).strip().splitlines()[-1])["received"]
+    finally:
+        pods.delete_all()
+    acked: list[str] = []
+    summaries = {}
+    gaps = {}
+    for pod, text in logs.items():
+        ids, summary = parse_output(text)
+        if not summary:
+            raise ScenarioError(f"{pod} ended without its DONE line:\n{text[-2000:]}")
+        acked += ids
+        summaries[pod] = summary
+        times = [float(line.split()[2]) for line in text.splitlines() if line.startswith("ACK ")]
+        gaps[pod] = _longest_gap(times)
+    lost = sorted(set(acked) - set(received))
+    lost_inside = sum(1 for m in lost if m.startswith("in-"))
+    duplicated = len(received) - len(set(received))
+    refused = sum(s["errors"] for s in summaries.values())
+    notes = [
+        f"cut off {target} (Redis master {master}, owner of queue {queue}) for {cut_seconds:.0f}s with "
+        f"{', '.join(options)}; publishers at {rate:g}/s on {target} and {other}: {len(acked)} acknowledged, "
+        f"{refused} refused and re-sent, {len(received)} received after heal, {len(lost)} lost "
+        f"({lost_inside} from the cut-off side), {duplicated} duplicated; slot owner after heal: {promoted}; "
+        f"longest publish gap: {gaps[inside]:.1f}s inside, {gaps[outside]:.1f}s outside; healed "
+        f"{healed - cut_at:.0f}s after the cut"
+    ]
+    return ScenarioResult(
+        scenario=label,
+        backend=backend.name,
+        dag_runs=0,
+        dag_runs_succeeded=0,
+        tasks_expected=len(set(acked)),
+        tasks_succeeded=len(set(acked) & set(received)),
+        tasks_retried=refused,
+        tasks_duplicated=duplicated,
+        tasks_lost=len(lost),
+        recovery_seconds=gaps[outside],
+        notes=notes,
+    )
+
+
+def _slot_in_node(view: ClusterView, node, queue: str) -> bool:
+    if node.role != "master" or node.failing:
+        return False
+    ranges = _slot_ranges(view.redis_cli(view.pod_name(node), "cluster", "nodes"), node.node_id)
+    return any(lo <= queue_slot(queue) <= hi for lo, hi in ranges)
