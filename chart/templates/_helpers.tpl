@@ -83,7 +83,12 @@ component: {{ .component }}
 {{- range $h := splitList " " (include "airflow-ha.redis.hosts" .root) -}}
 {{- $seeds = append $seeds (printf "%s:%d" $h $port) -}}
 {{- end -}}
+{{- $query := list -}}
+{{- range $k, $v := .root.Values.broker.transportOptions -}}
+{{- $query = append $query (printf "%s=%s" $k (toString $v | urlquery)) -}}
+{{- end -}}
 {{- printf "rediscluster://:%s@%s" .password (join "," $seeds) -}}
+{{- with $query }}?{{ join "&" . }}{{ end -}}
 {{- end }}
 
 {{/* Host/port/user/database of the metadata DB (in-release MySQL or external). */}}

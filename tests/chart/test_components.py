@@ -116,7 +116,7 @@ def test_replicas_follow_values(render):
     env = env_of(pod(rendered, "Deployment", f"{R}-scheduler")["containers"][0])
     assert env["AIRFLOW_HA_SENSOR_SHARDS"]["value"] == "4"
     url = secret_value(rendered, f"{R}-connections", "broker-url")
-    assert len(url.split("@", 1)[1].split(",")) == 12
+    assert len(url.split("@", 1)[1].split("?", 1)[0].split(",")) == 12
 
 
 @pytest.mark.parametrize("values_file", [None, "kind.yaml", "kubeone.yaml", "production.yaml"])
@@ -324,7 +324,7 @@ def test_broker_url_lists_every_redis_pod(default):
     url = secret_value(default, f"{R}-connections", "broker-url")
     password = secret_value(default, f"{R}-redis-password", "password")
     assert url.startswith(f"rediscluster://:{password}@")
-    seeds = url.split("@", 1)[1].split(",")
+    seeds = url.split("@", 1)[1].split("?", 1)[0].split(",")
     assert seeds == [f"{R}-redis-{i}.{R}-redis-headless.{NAMESPACE}.svc.cluster.local:6379" for i in range(6)]
 
 
@@ -486,6 +486,8 @@ def test_broker_url_parses_with_the_transport_parser(default):
         f"{R}-redis-{i}.{R}-redis-headless.{NAMESPACE}.svc.cluster.local" for i in range(6)
     ]
     assert {p for _, p in parsed.seeds} == {6379}
+    # broker.transportOptions ride in the query: the split-brain mitigation is on by default.
+    assert parsed.options == {"replication_wait_policy": "auto"}
 
 
 def test_markers_volume_is_shared_by_every_airflow_pod(default, render):

@@ -24,6 +24,8 @@ pytestmark = pytest.mark.chart
         (["schedulr.replicas=2"], "schedulr"),
         (["markers.enabled=true"], "at '/markers/hostPath': minLength: got 0, want 1"),
         (["markers.mountPath=relative"], "at '/markers/mountPath'"),
+        (["broker.transportOptions.replication_wait_policy=maybe"], "value must be one of 'warn', 'raise', 'auto'"),
+        (["broker.transportOptions.replication_wait_timout_ms=100"], "replication_wait_timout_ms"),
     ],
 )
 def test_bad_values_fail_with_the_schema_message(helm_binary, sets, message):

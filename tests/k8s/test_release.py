@@ -235,8 +235,9 @@ def test_wrong_broker_password_is_named_and_not_ready(kube: Kube, release: Relea
     )
     spec = copy.deepcopy(sts.spec.template.spec)
     worker = spec.containers[0]
+    healthy = next(p.metadata.name for p in _pods(kube, release, "worker") if _ready(p))  # exec'd into below
     url = run(
-        [KUBECTL, "-n", release.namespace, "exec", f"{sts.metadata.name}-0", "-c", worker.name, "--",
+        [KUBECTL, "-n", release.namespace, "exec", healthy, "-c", worker.name, "--",
          "printenv", "AIRFLOW__CELERY__BROKER_URL"],
     ).stdout.strip()  # fmt: skip
     scheme, rest = url.split("://", 1)
@@ -250,32 +251,42 @@ def test_wrong_broker_password_is_named_and_not_ready(kube: Kube, release: Relea
     kube.core.create_namespaced_pod(release.namespace, pod)
     start = time.monotonic()
     try:
-        reason = ""
+        log, signal = "", ""
         while time.monotonic() - start < 300:
             p = kube.core.read_namespaced_pod(name, release.namespace)
-            events = kube.core.list_namespaced_event(
-                release.namespace, field_selector=f"involvedObject.name={name}"
-            ).items
-            probe_failures = [e.message for e in events if e.reason == "Unhealthy" and "Readiness" in (e.message or "")]
+            ready = any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+            assert not ready, f"{name} became Ready with a wrong broker password"
             statuses = p.status.container_statuses or []
-            started = any(s.state.running or s.state.terminated or s.restart_count for s in statuses)
-            log = ""
-            if started:
+            restarts = sum(s.restart_count for s in statuses)
+            if any(s.state.running or s.state.terminated or s.restart_count for s in statuses):
                 log = run([KUBECTL, "-n", release.namespace, "logs", name, "-c", worker.name], check=False).stdout
                 log += run(
                     [KUBECTL, "-n", release.namespace, "logs", name, "-c", worker.name, "--previous"], check=False
                 ).stdout
-            ready = any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-            assert not ready, f"{name} became Ready with a wrong broker password"
-            if probe_failures and "credentials" in log:
-                reason = probe_failures[-1]
+            events = kube.core.list_namespaced_event(
+                release.namespace, field_selector=f"involvedObject.name={name}"
+            ).items
+            unhealthy = [e.message for e in events if e.reason == "Unhealthy" and "Readiness" in (e.message or "")]
+            # Celery gives up on a broker that refuses the credentials (not retried: it can never work), so
+            # the container exits and restarts (CrashLoopBackOff); a probe that ran first says why too.
+            if "credentials" in log and (restarts or unhealthy):
+                signal = unhealthy[-1] if unhealthy else f"container exited and restarted {restarts}x"
                 break
             time.sleep(5)
-        assert reason, f"no readiness failure naming the problem within 300 s; log:\n{log[-3000:]}"
-        assert "credentials" in reason or "refused" in reason, reason
+        assert signal, f"no failure naming the problem within 300 s; log:\n{log[-3000:]}"
         line = next(line for line in log.splitlines() if "credentials" in line)
-        record("worker with a wrong Redis password", f"not Ready after {time.monotonic() - start:.0f} s; probe: "
-               f"{reason.strip()[-160:]}; log: {line.strip()[-160:]}")  # fmt: skip
         assert "not-the-password" not in log, "the wrong password leaked into the log"
+        # The readiness probe's own command, as the kubelet runs it, on a healthy worker given the wrong URL.
+        probe = run(
+            [KUBECTL, "-n", release.namespace, "exec", healthy, "-c", worker.name, "--",
+             "airflow-ha", "broker-check", "--url", wrong],
+            check=False,
+        )  # fmt: skip
+        assert probe.returncode == 1 and "credentials" in probe.stderr, (probe.returncode, probe.stderr[-1000:])
+        record(
+            "worker with a wrong Redis password",
+            f"never Ready; {signal} after {time.monotonic() - start:.0f} s; log: ...{line[line.find('refused') :][:110]}; "
+            f"readiness command exit 1: ...{probe.stderr[probe.stderr.find('refused') :][:110]}",
+        )
     finally:
         kube.core.delete_namespaced_pod(name, release.namespace, grace_period_seconds=0)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from airflow_ha.broker.errors import BrokerConfigError
 from airflow_ha.broker.keys import PRIORITY_STEPS
 
-WAIT_POLICIES = ("warn", "raise")
+WAIT_POLICIES = ("warn", "raise", "auto")
 WAIT_ON = ("publish", "ack")
 
 
@@ -21,7 +21,7 @@ class BrokerOptions:
     failover_timeout: float = 30.0  # s a command keeps retrying MOVED/ASK/connection errors before giving up
     replication_wait_replicas: int = 1  # WAIT <n> after writes; 0 turns the mitigation off
     replication_wait_timeout_ms: int = 500
-    replication_wait_policy: str = "warn"  # when fewer replicas ack in time although they are connected
+    replication_wait_policy: str = "warn"  # when fewer replicas ack in time: warn | raise | auto (transport.py)
     replication_wait_on: tuple[str, ...] = WAIT_ON
     priority_steps: tuple[int, ...] = PRIORITY_STEPS
     max_restore_batch: int = 1000

@@ -38,6 +38,13 @@ every write: such writes are unprotected, as with ``redis://``. ``raise`` (consi
 raises :class:`ReplicationWaitError` (a connection error, not retried by the transport since the write
 did reach the master): the publisher knows the message is unprotected; Celery's publish retry may then
 duplicate it, never silently lose it; a master without replicas refuses to acknowledge publishes.
+``auto`` tells the two shortfalls apart: a replica that the master still counts as connected but that did
+not acknowledge is what a network partition looks like from the cut-off side (the majority is promoting
+that replica; what this master takes now is dropped when it rejoins as a replica), so the publish
+raises as with ``raise``; a master with no connected replica (its replica died, or it is the freshly
+promoted one) cannot be helped by waiting, so it carries on as with ``warn``. Measured on Kubernetes
+(tests/k8s, split brain): ``auto`` loses nothing like ``raise``, without refusing every publish on the
+majority side until the cut-off node rejoins.
 Consumer bookkeeping (ack, requeue, visibility restore) waits too but only ever warns: an ack or restore
 lost in a failover leaves the message in the unacked hash, so it runs again, it is never lost.
 """
@@ -581,11 +588,13 @@ class Transport(virtual.Transport):
         connected = sum(
             1 for k, v in info.items() if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
         )
-        if self.opts.replication_wait_policy == "raise" and kind == "publish":
+        policy = self.opts.replication_wait_policy
+        if kind == "publish" and (policy == "raise" or (policy == "auto" and connected >= wanted)):
+            why = "" if policy == "raise" else "; its replicas are connected but silent, as across a partition"
             raise ReplicationWaitError(
                 f"broker: only {acked} of {wanted} replica(s) of {node.name} acknowledged a write within "
                 f"{self.opts.replication_wait_timeout_ms} ms ({connected} in sync): the write is on the master "
-                "only and could be lost in a failover (replication_wait_policy=raise)"
+                f"only and could be lost in a failover (replication_wait_policy={policy}{why})"
             )
         if connected < wanted:
             log.warning(

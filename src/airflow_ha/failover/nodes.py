@@ -12,7 +12,8 @@ These need a cluster whose nodes can be switched off: ``../shared/kube`` (``stop
   send numbered messages to a queue that master owns, for longer than the cluster's node timeout. The
   majority promotes the replica; the cut-off master keeps taking writes from its side until it notices.
   After ``heal`` it becomes a replica and drops what it took: those messages are lost unless the
-  transport's replication mitigation (``WAIT`` + ``replication_wait_policy=raise``) refused them.
+  transport's replication mitigation (``WAIT`` + ``replication_wait_policy`` ``auto`` or ``raise``)
+  refused them.
 """
 
 from __future__ import annotations
@@ -389,12 +390,16 @@ def _longest_gap(acked_at: list[float]) -> float:
 def split_brain(
     backend: KubernetesBackend,
     nodes: NodeControl,
-    mitigation: bool,
+    policy: str | None,
     cut_seconds: float = 25.0,
     rate: float = 10.0,
 ) -> ScenarioResult:
-    """Publishers on both sides of a cut-off Redis master; count every message id after ``heal``."""
-    label = "split-brain-wait-raise" if mitigation else "split-brain-no-wait"
+    """Publishers on both sides of a cut-off Redis master; count every message id after ``heal``.
+
+    ``policy``: the publishers' ``replication_wait_policy`` with WAIT for 1 replica (``auto``, ``raise``,
+    ``warn``), or None for no WAIT at all (the mitigation off).
+    """
+    label = f"split-brain-wait-{policy}" if policy else "split-brain-no-wait"
     view = ClusterView(backend)
     backend.recover()
     wait_for(view.placement_ok, 300, "full Redis redundancy with correct placement", interval=5)
@@ -403,8 +408,8 @@ def split_brain(
     queue = _queue_on(view, master)
     other = sorted({p.spec.node_name for p in view.pods("redis")} - {target})[0]
     options = (
-        ["replication_wait_replicas=1", "replication_wait_policy=raise", "replication_wait_timeout_ms=500"]
-        if mitigation
+        ["replication_wait_replicas=1", f"replication_wait_policy={policy}", "replication_wait_timeout_ms=500"]
+        if policy
         else ["replication_wait_replicas=0"]
     )
     before, after = 10.0, 20.0

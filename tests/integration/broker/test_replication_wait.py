@@ -80,3 +80,25 @@ def test_writes_unreplicated_at_failover(own_cluster, wait_replicas):
         assert lost == [] and refused == list(range(20, 30))
     else:
         assert lost == list(range(20, 30)) and refused == []  # the failure mode the mitigation exists for
+
+
+def test_policy_auto_refuses_only_when_a_connected_replica_is_silent(own_cluster):
+    """``auto``: a replica the master counts as connected that does not acknowledge (the cut-off side of a
+    partition) refuses the publish; a master with no connected replica carries on (nothing to wait for)."""
+    cluster = own_cluster
+    wait_replicas_in_sync(cluster)
+    opts = {"replication_wait_replicas": 1, "replication_wait_timeout_ms": 300, "replication_wait_policy": "auto"}
+    master = cluster.master_for_slot(keys.queue_slot(QUEUE))
+    (replica,) = cluster.replicas_of(master)
+    with Connection(cluster.url(), transport_options=opts) as conn:
+        producer = Producer(conn)
+        producer.publish({"i": 0}, routing_key=QUEUE, declare=[Queue(QUEUE)])  # in sync: acknowledged
+        os.kill(replica.proc.pid, signal.SIGSTOP)  # still connected from the master's side, but silent
+        try:
+            with pytest.raises(ReplicationWaitError, match="connected but silent"):
+                producer.publish({"i": 1}, routing_key=QUEUE)
+            with master.client() as admin:  # now the master has no replica at all
+                admin.execute_command("CLIENT KILL TYPE replica")
+            producer.publish({"i": 2}, routing_key=QUEUE)  # unprotected, but not refused
+        finally:
+            os.kill(replica.proc.pid, signal.SIGCONT)

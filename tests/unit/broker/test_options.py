@@ -52,3 +52,7 @@ def test_strings_from_airflow_config_are_converted():
 def test_bad_options_are_named(options, message):
     with pytest.raises(BrokerConfigError, match=message):
         BrokerOptions.from_mapping(options)
+
+
+def test_policy_auto_is_accepted():
+    assert BrokerOptions.from_mapping({"replication_wait_policy": "Auto"}).replication_wait_policy == "auto"
