@@ -285,7 +285,8 @@ def test_wrong_broker_password_is_named_and_not_ready(kube: Kube, release: Relea
         assert probe.returncode == 1 and "credentials" in probe.stderr, (probe.returncode, probe.stderr[-1000:])
         record(
             "worker with a wrong Redis password",
-            f"never Ready; {signal} after {time.monotonic() - start:.0f} s; log: ...{line[line.find('refused') :][:110]}; "
+            f"never Ready; {signal} after {time.monotonic() - start:.0f} s; "
+            f"log: ...{line[line.find('refused') :][:110]}; "
             f"readiness command exit 1: ...{probe.stderr[probe.stderr.find('refused') :][:110]}",
         )
     finally:
