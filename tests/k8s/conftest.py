@@ -102,7 +102,9 @@ def _reachable() -> str | None:
     except ImportError as exc:
         return f"the kubernetes Python client is not installed ({exc})"
     try:
-        config.load_kube_config()
+        # Pass KUBECONFIG explicitly: the client fixes its default path at import time, before the session
+        # may start a cluster and set KUBECONFIG.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     except Exception as exc:
         return f"no usable kubeconfig (KUBECONFIG={os.environ.get('KUBECONFIG', '<unset>')}): {exc}"
     try:

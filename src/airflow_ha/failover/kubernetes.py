@@ -10,6 +10,7 @@ rows name the pod to kill. The Redis topology is read with ``redis-cli`` inside 
 from __future__ import annotations
 
 import base64
+import os
 import re
 import socket
 import subprocess
@@ -100,7 +101,9 @@ class KubernetesBackend:
     def __init__(self, namespace: str, release: str, kubectl: Path, admin_password: str) -> None:
         from kubernetes import client, config
 
-        config.load_kube_config()
+        # KUBECONFIG read now: the client fixes its default path when first imported, and the test session
+        # may have started a cluster (and set KUBECONFIG) after that.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
         self.core = client.CoreV1Api()
         self.apps = client.AppsV1Api()
         self.namespace, self.release, self.kubectl = namespace, release, kubectl
