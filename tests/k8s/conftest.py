@@ -43,7 +43,7 @@ PHASE_LINE = re.compile(r"\] (?P<script>[\w-]+): phase '(?P<phase>[^']+)' took (
 
 def record(what: str, value: str) -> None:
     RESULTS.append((what, value))
-    print(f"[k8s] {what}: {value}", flush=True)
+    _live(f"[k8s] {what}: {value}\n")
 
 
 def _keep() -> bool:
@@ -64,9 +64,27 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"{what:<60} {value}")
 
 
+_CONFIG: list = []  # the pytest config, for its capture manager (see _live)
+
+
+def pytest_configure(config):
+    _CONFIG[:] = [config]
+
+
+def _live(text: str) -> None:
+    """Write past pytest's capture (it redirects fd 1 and 2), so a CI log shows progress as it happens."""
+    capman = _CONFIG[0].pluginmanager.getplugin("capturemanager") if _CONFIG else None
+    if capman is None:
+        sys.stderr.write(text)
+        return
+    with capman.global_and_fixture_disabled():
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+
 def stream(cmd: list[str | Path], timeout: float, env: dict | None = None) -> tuple[int, str]:
-    """Run a long script with its output shown live (on the real stderr, past pytest's capture, so a CI
-    log shows progress) and returned; its phase lines are recorded."""
+    """Run a long script with its output shown live (past pytest's capture, so a CI log shows progress)
+    and returned; its phase lines are recorded."""
     start = time.monotonic()
     proc = subprocess.Popen(
         [str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
@@ -75,8 +93,7 @@ def stream(cmd: list[str | Path], timeout: float, env: dict | None = None) -> tu
     assert proc.stdout is not None
     for line in proc.stdout:
         lines.append(line)
-        sys.__stderr__.write(f"  | {line}")
-        sys.__stderr__.flush()
+        _live(f"  | {line}")
         if phase := PHASE_LINE.search(line):
             record(f"{phase['script']}: {phase['phase']}", f"{phase['seconds']} s")
         if time.monotonic() - start > timeout:
