@@ -1,6 +1,7 @@
-"""Redis placement on a real multi-node cluster: no master shares a Kubernetes node with its own replica,
-right after the bootstrap (the after-bootstrap reconcile hook) and again after the placement is broken on
-purpose (the CronJob repairs it). Needs ``redis.reconciler.enabled`` (values/kubeone.yaml) and >= 2 nodes.
+"""Redis placement on a real multi-node cluster: no master shares a Kubernetes node with its own replica and
+no node holds so many masters that losing it leaves no majority to vote a failover, right after the
+bootstrap (the after-bootstrap reconcile hook) and again after the placement is broken on purpose (the
+CronJob repairs it). Needs ``redis.reconciler.enabled`` (values/kubeone.yaml) and >= 2 nodes.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from airflow_ha.redis_ops.placement import colocated_pairs, parse_cluster_nodes, topology
+from airflow_ha.redis_ops.placement import colocated_pairs, crowded_nodes, parse_cluster_nodes, topology
 from tests.k8s.conftest import KUBECTL, Kube, Release, record, run
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(900)]
@@ -36,7 +37,7 @@ def _wait_placement(kube: Kube, rel: Release, timeout: float) -> tuple[list, flo
     while True:
         try:
             nodes = _topology(kube, rel)
-            pairs = colocated_pairs(nodes)
+            pairs = colocated_pairs(nodes) + [(f"{c} masters", "-", node) for node, c in crowded_nodes(nodes).items()]
         except (AssertionError, ValueError) as exc:  # a pod restarting, a cluster still settling
             nodes, pairs = [], [("?", "?", str(exc)[:200])]
         if not pairs:

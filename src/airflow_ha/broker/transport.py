@@ -103,10 +103,13 @@ def _not_retryable(exc: BaseException) -> bool:
 def check_cluster(url: ClusterURL, opts: BrokerOptions) -> dict:
     """Reach a seed, authenticate, and require ``cluster_state:ok`` with every slot assigned.
 
-    Raises :class:`BrokerAuthError`, :class:`BrokerClusterError` or :class:`BrokerUnavailable` with a
-    message naming the problem; bounded by ``socket_connect_timeout`` per seed (no hang).
+    Seeds are asked in turn until one says ok: a node on the cut-off side of a partition, or any node
+    during a failover, reports ``cluster_state:fail`` while the rest of the cluster serves. Raises
+    :class:`BrokerAuthError` (wrong credentials) or :class:`BrokerClusterError` (slots no node owns),
+    which never heal by waiting, else :class:`BrokerUnavailable` (a connection error: Celery retries),
+    each with a message naming the problem; bounded by ``socket_connect_timeout`` per seed (no hang).
     """
-    failures = []
+    failures, failing, unassigned = [], [], []
     for host, port in url.seeds:
         client = redis.Redis(
             host=host,
@@ -148,14 +151,26 @@ def check_cluster(url: ClusterURL, opts: BrokerOptions) -> dict:
         if isinstance(info, str):
             info = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
         assigned = int(info.get("cluster_slots_assigned", 0))
-        if info.get("cluster_state") != "ok" or assigned < TOTAL_SLOTS:
-            raise BrokerClusterError(
-                f"Redis Cluster at {host}:{port} is not serving every slot: cluster_state="
-                f"{info.get('cluster_state')}, {assigned} of {TOTAL_SLOTS} slots assigned, "
-                f"{info.get('cluster_slots_fail', '?')} failing; fix the cluster (uncovered slots) before "
-                "starting workers"
-            )
-        return info
+        if info.get("cluster_state") == "ok" and assigned >= TOTAL_SLOTS:
+            return info
+        state = (
+            f"cluster_state={info.get('cluster_state')}, {assigned} of {TOTAL_SLOTS} slots assigned, "
+            f"{info.get('cluster_slots_fail', '?')} failing"
+        )
+        if assigned < TOTAL_SLOTS:  # slots no node owns: the cluster never heals this by itself
+            unassigned.append((f"{host}:{port}", state))
+        else:  # every slot has an owner: a failover or a partition (this node cut off) is under way
+            failing.append(f"{host}:{port} ({state})")
+    if unassigned:
+        where, state = unassigned[0]
+        raise BrokerClusterError(
+            f"Redis Cluster at {where} is not serving every slot: {state}; fix the cluster (uncovered slots) "
+            "before starting workers"
+        )
+    if failing:
+        raise BrokerUnavailable(
+            "Redis Cluster not serving yet (a failover or a partition under way; retried): " + "; ".join(failing)
+        )
     raise BrokerUnavailable(
         f"no Redis Cluster seed node reachable within {opts.socket_connect_timeout:g}s each: " + "; ".join(failures)
     )

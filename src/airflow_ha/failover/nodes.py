@@ -35,7 +35,7 @@ from airflow_ha.failover import scenarios
 from airflow_ha.failover.kubernetes import KubernetesBackend
 from airflow_ha.failover.report import ScenarioResult
 from airflow_ha.failover.scenarios import ScenarioError, Workload, wait_for
-from airflow_ha.redis_ops.placement import colocated_pairs, parse_cluster_nodes, topology
+from airflow_ha.redis_ops.placement import colocated_pairs, crowded_nodes, parse_cluster_nodes, topology
 
 TOTAL_SLOTS = 16384
 
@@ -191,7 +191,8 @@ class ClusterView:
         return "cluster_state:ok" in info, sum(n.slots for n in live)
 
     def placement_ok(self) -> bool:
-        """Every pod's own CLUSTER NODES agrees and no master shares a Kubernetes node with its replica."""
+        """Every pod's own CLUSTER NODES agrees, no master shares a Kubernetes node with its replica, and no node
+        holds so many masters that its loss leaves no majority to vote a failover (the reconciler's job)."""
         pods = self.pods("redis")
         try:
             views = {
@@ -202,7 +203,7 @@ class ClusterView:
             return False
         masters = {n.node_id for n in nodes if n.role == "master"}
         replicated = {n.master_id for n in nodes if n.role == "replica"}
-        return masters <= replicated and not colocated_pairs(nodes)
+        return masters <= replicated and not colocated_pairs(nodes) and not crowded_nodes(nodes)
 
 
 # -- node lost -------------------------------------------------------------------------------------------
@@ -225,6 +226,9 @@ def _pick_node(view: ClusterView, need_partition: NodeControl | None = None) -> 
 
 def node_lost(backend: KubernetesBackend, nodes: NodeControl, down_seconds: float = 90.0) -> ScenarioResult:
     view = ClusterView(backend)
+    backend.recover()
+    # Earlier failovers may have gathered masters on one node; the reconciler CronJob spreads them again.
+    wait_for(view.placement_ok, 300, "masters spread and no master beside its replica", interval=5)
     target = _pick_node(view)
     master = view.ensure_master_on(target)
     on_node = sorted(p.metadata.name for p in view.pods() if p.spec.node_name == target)

@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from airflow_ha.redis_ops.placement import Plan, TopologyError, parse_cluster_nodes, plan, topology
+from airflow_ha.redis_ops.placement import (
+    Plan,
+    TopologyError,
+    crowded_nodes,
+    parse_cluster_nodes,
+    plan,
+    spread_masters,
+    topology,
+)
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 ENV_SELECTOR = "AIRFLOW_HA_REDIS_SELECTOR"
@@ -134,6 +142,9 @@ class Cluster:
     def replicate(self, pod: Pod, master_id: str) -> None:
         self._client(pod).execute_command("CLUSTER", "REPLICATE", master_id)
 
+    def failover(self, pod: Pod) -> None:
+        self._client(pod).execute_command("CLUSTER", "FAILOVER")
+
 
 def read_topology(cluster: Cluster):
     pods = cluster.pods()
@@ -173,6 +184,14 @@ def reconcile(cluster: Cluster, *, rounds: int, wait: float, settle: float, dry_
             for n in nodes
         )
         log(f"round {round_no}: {roles}")
+        promotion = spread_masters(nodes)
+        if promotion is not None:  # first spread the masters; the re-pairing is planned on the result
+            log(("would send " if dry_run else "") + promotion.describe())
+            if dry_run:
+                return 0
+            cluster.failover(pods[promotion.replica_pod])
+            time.sleep(settle)
+            continue
         log(_describe(current))
         for note in current.notes:
             log(f"note: {note}")
@@ -191,6 +210,9 @@ def reconcile(cluster: Cluster, *, rounds: int, wait: float, settle: float, dry_
     _pods, nodes = _settled_topology(cluster, wait, settle)
     final = plan(nodes)
     log(f"after {rounds} round(s): {_describe(final)}")
+    if spread_masters(nodes) is not None:
+        log(f"masters still crowded: {crowded_nodes(nodes)}")
+        return 1
     return 0 if final.ok or not final.repairs else 1
 
 

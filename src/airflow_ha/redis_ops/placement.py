@@ -151,6 +151,72 @@ class Plan:
         return not self.colocated
 
 
+@dataclass(frozen=True)
+class Promotion:
+    """``CLUSTER FAILOVER`` sent to ``replica_pod``: a coordinated handover, no write lost; it becomes the
+    master and ``master_pod`` its replica."""
+
+    replica_id: str
+    replica_pod: str
+    master_pod: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.replica_pod}: CLUSTER FAILOVER (takes over from {self.master_pod}) - {self.reason}"
+
+
+def max_masters_per_node(masters: int) -> int:
+    """A replica is promoted only by a majority of masters: losing one Kubernetes node must leave a
+    majority standing, so a node may hold fewer than half of them (1 of 3, 2 of 5, ...)."""
+    return max(1, (masters - 1) // 2)
+
+
+def crowded_nodes(nodes: Iterable[RedisNode]) -> dict[str, int]:
+    """Kubernetes node -> its master count, for nodes whose loss would leave no majority to fail over."""
+    masters = [n for n in nodes if n.role == MASTER and n.slots > 0]
+    limit = max_masters_per_node(len(masters))
+    counts: dict[str, int] = {}
+    for m in masters:
+        counts[m.k8s_node] = counts.get(m.k8s_node, 0) + 1
+    return {node: c for node, c in sorted(counts.items()) if c > limit}
+
+
+def spread_masters(nodes: Iterable[RedisNode]) -> Promotion | None:
+    """One promotion that moves a master off a crowded node (see :func:`crowded_nodes`): a replica of one
+    of its masters on a node with room for a master. None when no node is crowded or none can help.
+
+    Failovers move roles around, so masters can gather on one node (two of three on one node is a cluster
+    that one node's loss takes down for good: the last master alone cannot vote a promotion)."""
+    nodes = list(nodes)
+    crowded = crowded_nodes(nodes)
+    if not crowded:
+        return None
+    masters = [n for n in nodes if n.role == MASTER and n.slots > 0]
+    limit = max_masters_per_node(len(masters))
+    count = {n.k8s_node: 0 for n in nodes}
+    for m in masters:
+        count[m.k8s_node] += 1
+    by_id = {n.node_id: n for n in nodes}
+    candidates = [
+        (count[r.k8s_node], r.pod, r, by_id[r.master_id])
+        for r in nodes
+        if r.role == REPLICA
+        and r.master_id in by_id
+        and by_id[r.master_id].k8s_node in crowded
+        and count[r.k8s_node] < limit
+    ]
+    if not candidates:
+        return None
+    _, _, replica, master = min(candidates, key=lambda c: (c[0], c[1]))
+    return Promotion(
+        replica.node_id,
+        replica.pod,
+        master.pod,
+        f"node {master.k8s_node} holds {count[master.k8s_node]} of {len(masters)} masters (at most {limit}: "
+        "losing it must leave a majority to vote a failover)",
+    )
+
+
 def colocated_pairs(nodes: Iterable[RedisNode]) -> list[tuple[str, str, str]]:
     """(master pod, replica pod, Kubernetes node) for every replica on the same node as its master."""
     nodes = list(nodes)

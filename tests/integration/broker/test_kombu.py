@@ -244,3 +244,34 @@ def test_consumer_is_woken_by_sharded_pubsub_on_every_master(redis_cluster):
                     producer.publish({"q": q}, routing_key=q)
             _drain(conn, got, len(names), timeout=30)
     assert sorted(b["q"] for b in got) == sorted(names)
+
+
+def test_cluster_failing_with_every_slot_owned_is_retried_not_fatal(tmp_path):
+    """cluster_state:fail while every slot has an owner is a failover or partition under way: a connection
+    error (Celery retries; a worker must not exit), and the connection works once the cluster is ok."""
+    import os
+    import signal
+
+    from airflow_ha.broker.errors import BrokerUnavailable
+    from airflow_ha.local.process import wait_until
+    from airflow_ha.local.redis_cluster import RedisCluster
+
+    cluster = RedisCluster(base_dir=tmp_path / "down", password=secrets.token_hex(8), replicas_per_master=0)
+    try:
+        cluster.start()
+        frozen = cluster.nodes[0]  # no replica to promote: the cluster stays failed while it is frozen
+        os.kill(frozen.proc.pid, signal.SIGSTOP)
+        others = [n for n in cluster.nodes if n is not frozen]
+        try:
+            wait_until(lambda: all(n.cluster_info()["cluster_state"] == "fail" for n in others), 30,
+                       "cluster_state:fail on the other masters")  # fmt: skip
+            exc = _no_hang(lambda: Connection(cluster.url(), transport_options={"socket_connect_timeout": 1}).connect())
+            assert isinstance(exc, BrokerUnavailable) and not isinstance(exc, BrokerClusterError), exc
+            assert "failover or a partition under way" in str(exc) and "16384 of 16384 slots assigned" in str(exc)
+        finally:
+            os.kill(frozen.proc.pid, signal.SIGCONT)
+        wait_until(lambda: all(n.cluster_info()["cluster_state"] == "ok" for n in cluster.nodes), 30, "cluster ok")
+        with Connection(cluster.url()) as conn:
+            conn.connect()
+    finally:
+        cluster.stop()

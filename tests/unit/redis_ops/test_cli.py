@@ -48,6 +48,17 @@ class FakeCluster:
             self.migrate_back = False
             self.layout[pod.name] = ("replica", old)
 
+    def failover(self, pod) -> None:
+        """CLUSTER FAILOVER on a replica: it and its master swap roles (other replicas follow the new one)."""
+        role, master = self.layout[pod.name]
+        assert role == "replica", f"FAILOVER sent to master {pod.name}"
+        self.sent.append((pod.name, "FAILOVER"))
+        for name, (r, m) in list(self.layout.items()):
+            if r == "replica" and m == master:
+                self.layout[name] = ("replica", pod.name)
+        self.layout[pod.name] = ("master", None)
+        self.layout[master] = ("replica", pod.name)
+
     def colocated(self):
         views = {p.name: parse_cluster_nodes(self.cluster_nodes(p)) for p in self.pods()}
         return colocated_pairs(topology(views, self.pod_nodes))
@@ -129,3 +140,24 @@ def test_password_from_the_broker_url(monkeypatch):
     assert cli._password(None) == "s@cret"
     monkeypatch.setenv(cli.ENV_PASSWORD, "explicit")
     assert cli._password(None) == "explicit"
+
+
+def test_masters_crowded_on_one_node_are_spread_first(capsys):
+    """Two of three masters on k3 (failovers can do that): k3's loss would leave one master, no majority to
+    promote a replica. A replica elsewhere takes over one of them (CLUSTER FAILOVER); then pairs are fixed."""
+    layout = {
+        "redis-0": ("master", None),
+        "redis-1": ("master", None),
+        "redis-2": ("master", None),
+        "redis-3": ("replica", "redis-0"),
+        "redis-4": ("replica", "redis-1"),
+        "redis-5": ("replica", "redis-2"),
+    }
+    nodes = {"redis-0": "k3", "redis-1": "k3", "redis-2": "k1", "redis-3": "k2", "redis-4": "k1", "redis-5": "k2"}
+    fake = FakeCluster(layout, nodes)
+    assert cli.reconcile(fake, rounds=4, wait=0, settle=0, dry_run=False) == 0
+    assert fake.sent[0] == ("redis-3", "FAILOVER")  # k2 had no master; redis-3 replicated a k3 master
+    masters = [p for p, (role, _) in fake.layout.items() if role == "master"]
+    assert sorted(nodes[m] for m in masters) == ["k1", "k2", "k3"]
+    assert fake.colocated() == []
+    assert "CLUSTER FAILOVER" in capsys.readouterr().out

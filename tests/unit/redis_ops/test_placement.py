@@ -228,3 +228,22 @@ def test_plan_is_optimal_on_random_topologies():
         best = _brute_force(nodes)
         assert (len(colocated_pairs(after)), len(p.repairs)) == best, (nodes, p)
         assert p.unresolved == colocated_pairs(after)
+
+
+def test_spread_masters_moves_one_master_off_a_crowded_node():
+    from airflow_ha.redis_ops.placement import crowded_nodes, max_masters_per_node, spread_masters
+
+    nodes = [M("a", "k1"), M("b", "k1"), M("c", "k2"), R("ra", "k3", "a"), R("rb", "k2", "b"), R("rc", "k1", "c")]
+    assert crowded_nodes(nodes) == {"k1": 2} and max_masters_per_node(3) == 1
+    promotion = spread_masters(nodes)
+    assert promotion is not None and promotion.replica_pod == "ra"  # k3 has no master: the best home
+    assert "k1 holds 2 of 3 masters" in promotion.reason
+
+
+def test_spread_masters_leaves_a_spread_or_unhelpable_cluster_alone():
+    from airflow_ha.redis_ops.placement import spread_masters
+
+    spread = [M("a", "k1"), M("b", "k2"), M("c", "k3"), R("ra", "k2", "a"), R("rb", "k3", "b"), R("rc", "k1", "c")]
+    assert spread_masters(spread) is None
+    one_node = [M("a", "k1"), M("b", "k1"), M("c", "k1"), R("ra", "k1", "a"), R("rb", "k1", "b"), R("rc", "k1", "c")]
+    assert spread_masters(one_node) is None  # nowhere to move a master
