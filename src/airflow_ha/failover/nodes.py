@@ -231,7 +231,7 @@ def node_lost(backend: KubernetesBackend, nodes: NodeControl, down_seconds: floa
     wait_for(view.placement_ok, 300, "masters spread and no master beside its replica", interval=5)
     target = _pick_node(view)
     master = view.ensure_master_on(target)
-    on_node = sorted(p.metadata.name for p in view.pods() if p.spec.node_name == target)
+    on_node = sorted(p.metadata.name for p in view.pods() if p.spec.node_name == target and p.status.phase == "Running")
     workload = Workload(backend, "node-lost", seconds=3.0)
     sensors = Workload(
         backend,

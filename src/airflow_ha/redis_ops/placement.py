@@ -15,6 +15,10 @@ Policy, in order of importance:
    plan says so and proposes nothing);
 3. as few changed pairs as possible.
 
+Before any re-pairing, :func:`spread_masters` moves masters off a node that holds half of them or more
+(``CLUSTER FAILOVER`` on a replica elsewhere): a replica is promoted by a majority of masters, so a node
+whose loss takes that majority with it takes the cluster down for good, however well replicas are paired.
+
 The assignment is a minimum-cost matching of replicas to masters' replica "seats" (Hungarian algorithm),
 with seat costs that make (1) outweigh (2) and (2) outweigh (3).
 """
