@@ -39,10 +39,17 @@ def check(url: str, timeout: float | None = None) -> str:
     )
 
 
-def run(args) -> int:
-    url = args.url or _broker_url_from_airflow()
+def broker_url(explicit: str | None, prog: str) -> str | None:
+    """``--url``, else Airflow's [celery] broker_url; None (after saying so on stderr) when neither is set."""
+    url = explicit or _broker_url_from_airflow()
     if not url:
-        print("broker-check: no broker URL: pass --url or set [celery] broker_url", file=sys.stderr)
+        print(f"{prog}: no broker URL: pass --url or set [celery] broker_url", file=sys.stderr)
+    return url
+
+
+def run(args) -> int:
+    url = broker_url(args.url, "broker-check")
+    if not url:
         return 2
     try:
         print(check(url, args.timeout))

@@ -134,11 +134,10 @@ def _options(pairs: list[str]) -> dict:
 
 
 def run(args) -> int:
-    from airflow_ha.broker.cli import _broker_url_from_airflow
+    from airflow_ha.broker.cli import broker_url
 
-    url = args.url or _broker_url_from_airflow()
+    url = broker_url(args.url, "broker-probe")
     if not url:
-        print("broker-probe: no broker URL: pass --url or set [celery] broker_url", file=sys.stderr)
         return 2
     from airflow_ha.broker.errors import BrokerConfigError
 

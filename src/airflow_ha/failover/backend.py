@@ -48,3 +48,13 @@ class Backend(Protocol):
 
     def rolling_restart(self) -> None:
         """Restart every Airflow component instance one at a time, as an upgrade does."""
+
+
+def fetch_all(conn, query: str, params: tuple = ()) -> list[tuple]:
+    """Run one read query on a DB-API connection and close it (both backends' ``sql``)."""
+    try:
+        cur = conn.cursor()
+        cur.execute(query, params)
+        return list(cur.fetchall())
+    finally:
+        conn.close()

@@ -23,6 +23,7 @@ import MySQLdb
 
 from airflow_ha.broker.keys import queue_slot
 from airflow_ha.failover.api import AirflowAPI
+from airflow_ha.failover.backend import fetch_all
 from airflow_ha.failover.scenarios import PROBE_QUEUES, wait_for
 
 # Scenario component names -> the chart's `component` label.
@@ -239,12 +240,7 @@ class KubernetesBackend:
 
     def sql(self, query: str, params: tuple = ()) -> list[tuple]:
         conn = self._db_connect()
-        try:
-            cur = conn.cursor()
-            cur.execute(query, params)
-            return list(cur.fetchall())
-        finally:
-            conn.close()
+        return fetch_all(conn, query, params)
 
     def _cluster_nodes(self) -> list[list[str]]:
         """CLUSTER NODES as the first Redis pod that answers sees it, one list of fields per node."""

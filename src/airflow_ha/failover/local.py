@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from airflow_ha.broker.keys import queue_slot
 from airflow_ha.failover.api import AirflowAPI
+from airflow_ha.failover.backend import fetch_all
 from airflow_ha.failover.scenarios import PROBE_DAG, PROBE_QUEUES, wait_for
 from airflow_ha.local.airflow import Component, LocalAirflow
 from airflow_ha.local.mariadb import MariaDB
@@ -166,12 +167,7 @@ class LocalBackend:
         conn = MySQLdb.connect(
             host=url.host, port=url.port, user=url.username, password=url.password, database=url.database
         )
-        try:
-            cur = conn.cursor()
-            cur.execute(query, params)
-            return list(cur.fetchall())
-        finally:
-            conn.close()
+        return fetch_all(conn, query, params)
 
     def redis_master_for_queue(self, queue: str) -> str:
         node = self.redis.master_for_slot(queue_slot(queue))
