@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from airflow_ha.redis_ops.placement import colocated_pairs, crowded_nodes, parse_cluster_nodes, topology
+from airflow_ha.redis_ops.cluster_nodes import parse_cluster_nodes
+from airflow_ha.redis_ops.placement import colocated_pairs, crowded_nodes, topology
 from tests.k8s.conftest import KUBECTL, Kube, Release, record, run
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(900)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import socket
 import subprocess
 import time
@@ -25,6 +24,14 @@ from airflow_ha.broker.keys import queue_slot
 from airflow_ha.failover.api import AirflowAPI
 from airflow_ha.failover.backend import fetch_all
 from airflow_ha.failover.scenarios import PROBE_QUEUES, wait_for
+from airflow_ha.redis_ops.cluster_nodes import (
+    MASTER,
+    REPLICA,
+    ClusterNode,
+    TopologyError,
+    parse_cluster_nodes,
+    slot_owner,
+)
 
 # Scenario component names -> the chart's `component` label.
 COMPONENT_LABELS = {"database": "mysql"}
@@ -205,9 +212,9 @@ class KubernetesBackend:
             nodes = self._cluster_nodes()
         except RuntimeError:
             return False
-        masters = {n[0] for n in nodes if "master" in n[2] and "fail" not in n[2]}
-        replicated = {n[3] for n in nodes if "slave" in n[2] and "fail" not in n[2] and n[7] == "connected"}
-        return bool(masters) and all(n[7] == "connected" for n in nodes) and masters <= replicated
+        masters = {n.node_id for n in nodes if n.role == MASTER and not n.failing}
+        replicated = {n.master_id for n in nodes if n.role == REPLICA and not n.failing}
+        return bool(masters) and all(n.link_state == "connected" for n in nodes) and masters <= replicated
 
     def wait_healthy(self, timeout: float) -> None:
         def healthy() -> bool:
@@ -242,43 +249,25 @@ class KubernetesBackend:
         conn = self._db_connect()
         return fetch_all(conn, query, params)
 
-    def _cluster_nodes(self) -> list[list[str]]:
-        """CLUSTER NODES as the first Redis pod that answers sees it, one list of fields per node."""
+    def _cluster_nodes(self) -> list[ClusterNode]:
+        """CLUSTER NODES as the first Redis pod that answers sees it."""
         password = self._secret(f"{self.release}-redis-password", "password")
         cli = ["redis-cli", "--no-auth-warning", "-a", password, "cluster", "nodes"]
         for pod in self.instances("redis"):
             try:
-                out = self._kubectl("exec", pod, "-c", "redis", "--", *cli)
-            except RuntimeError:
+                nodes = parse_cluster_nodes(self._kubectl("exec", pod, "-c", "redis", "--", *cli))
+            except (RuntimeError, TopologyError):
                 continue
-            nodes = [line.split() for line in out.splitlines() if len(line.split()) >= 8]
             if nodes:
                 return nodes
         raise RuntimeError("no Redis pod answered CLUSTER NODES")
 
-    def _redis_masters(self) -> dict[str, list[tuple[int, int]]]:
-        """Master pod name -> its slot ranges."""
-        masters: dict[str, list[tuple[int, int]]] = {}
-        for fields in self._cluster_nodes():
-            if "master" not in fields[2] or "fail" in fields[2]:
-                continue
-            # address field: ip:port@cport,hostname (cluster-announce-hostname): the pod's stable name
-            match = re.search(r",([^.,]+)", fields[1])
-            name = match.group(1) if match else fields[1]
-            ranges = []
-            for part in fields[8:]:
-                if part.startswith("["):
-                    continue
-                low, _, high = part.partition("-")
-                ranges.append((int(low), int(high or low)))
-            masters[name] = ranges
-        return masters
-
     def _master_of_slot(self, slot: int) -> str:
-        for name, ranges in self._redis_masters().items():
-            if any(low <= slot <= high for low, high in ranges):
-                return name
-        raise RuntimeError(f"no master serves slot {slot}")
+        """The pod name (the node's announced hostname, first label) of the master serving ``slot``."""
+        owner = slot_owner(self._cluster_nodes(), slot)
+        if owner is None:
+            raise RuntimeError(f"no master serves slot {slot}")
+        return (owner.hostname or owner.ip).split(".", 1)[0]
 
     def redis_master_for_queue(self, queue: str) -> str:
         return self._master_of_slot(queue_slot(queue))

@@ -35,9 +35,8 @@ from airflow_ha.failover import scenarios
 from airflow_ha.failover.kubernetes import KubernetesBackend
 from airflow_ha.failover.report import ScenarioResult
 from airflow_ha.failover.scenarios import ScenarioError, Workload, wait_for
-from airflow_ha.redis_ops.placement import colocated_pairs, crowded_nodes, parse_cluster_nodes, topology
-
-TOTAL_SLOTS = 16384
+from airflow_ha.redis_ops.cluster_nodes import TOTAL_SLOTS, parse_cluster_nodes
+from airflow_ha.redis_ops.placement import colocated_pairs, crowded_nodes, topology
 
 
 class NodeControl(Protocol):
@@ -308,28 +307,14 @@ def node_lost(backend: KubernetesBackend, nodes: NodeControl, down_seconds: floa
 
 
 # -- split brain ----------------------------------------------------------------------------------------
-def _slot_ranges(cluster_nodes: str, node_id: str) -> list[tuple[int, int]]:
-    for line in cluster_nodes.splitlines():
-        parts = line.split()
-        if parts and parts[0] == node_id:
-            ranges = []
-            for item in parts[8:]:
-                if not item.startswith("["):  # [slot->-id]: a slot being migrated
-                    lo, _, hi = item.partition("-")
-                    ranges.append((int(lo), int(hi or lo)))
-            return ranges
-    return []
-
-
 def _queue_on(view: ClusterView, master_pod: str) -> str:
     """A probe queue name whose hash slot the master ``master_pod`` owns."""
     me = next(n for n in view.redis_nodes() if view.pod_name(n) == master_pod)
-    ranges = _slot_ranges(view.redis_cli(master_pod, "cluster", "nodes"), me.node_id)
     for _ in range(100000):
         queue = f"{PROBE_QUEUE_PREFIX}-{uuid.uuid4().hex[:8]}"
-        if any(lo <= queue_slot(queue) <= hi for lo, hi in ranges):
+        if me.owns(queue_slot(queue)):
             return queue
-    raise ScenarioError(f"no queue name maps to a slot of {master_pod} ({ranges})")
+    raise ScenarioError(f"no queue name maps to a slot of {master_pod} ({me.slot_ranges})")
 
 
 class ProbePods:
@@ -499,7 +484,4 @@ def split_brain(
 
 
 def _slot_in_node(view: ClusterView, node, queue: str) -> bool:
-    if node.role != "master" or node.failing:
-        return False
-    ranges = _slot_ranges(view.redis_cli(view.pod_name(node), "cluster", "nodes"), node.node_id)
-    return any(lo <= queue_slot(queue) <= hi for lo, hi in ranges)
+    return node.role == "master" and not node.failing and node.owns(queue_slot(queue))

@@ -23,15 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from airflow_ha.redis_ops.placement import (
-    Plan,
-    TopologyError,
-    crowded_nodes,
-    parse_cluster_nodes,
-    plan,
-    spread_masters,
-    topology,
-)
+from airflow_ha.redis_ops.cluster_nodes import TopologyError, parse_cluster_nodes
+from airflow_ha.redis_ops.placement import Plan, crowded_nodes, plan, spread_masters, topology
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 ENV_SELECTOR = "AIRFLOW_HA_REDIS_SELECTOR"

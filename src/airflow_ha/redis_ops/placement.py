@@ -25,11 +25,10 @@ with seat costs that make (1) outweigh (2) and (2) outweigh (3).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-MASTER = "master"
-REPLICA = "replica"
+from airflow_ha.redis_ops.cluster_nodes import MASTER, REPLICA, ClusterNode, TopologyError
 
 
 def _costs(replicas: int) -> tuple[int, int, int]:
@@ -40,80 +39,6 @@ def _costs(replicas: int) -> tuple[int, int, int]:
     colocated = replicas * change + 1
     over_share = replicas * colocated + 1
     return change, colocated, over_share
-
-
-class TopologyError(ValueError):
-    """CLUSTER NODES output or the topology cannot be used (the message says why)."""
-
-
-@dataclass(frozen=True)
-class ClusterNode:
-    """One line of ``CLUSTER NODES``."""
-
-    node_id: str
-    ip: str
-    port: int
-    hostname: str
-    flags: frozenset[str]
-    master_id: str | None
-    link_state: str
-    slots: int
-
-    @property
-    def is_myself(self) -> bool:
-        return "myself" in self.flags
-
-    @property
-    def role(self) -> str:
-        return MASTER if "master" in self.flags else REPLICA
-
-    @property
-    def failing(self) -> bool:
-        return bool(self.flags & {"fail", "fail?", "handshake", "noaddr"}) or self.link_state != "connected"
-
-
-def _count_slots(fields: Sequence[str]) -> int:
-    count = 0
-    for item in fields:
-        if item.startswith("["):  # a slot being imported/migrated: [slot->-id] / [slot-<-id]
-            continue
-        lo, _, hi = item.partition("-")
-        count += (int(hi) - int(lo) + 1) if hi else 1
-    return count
-
-
-def parse_cluster_nodes(text: str) -> list[ClusterNode]:
-    """Parse ``CLUSTER NODES`` (Redis 7: ``id ip:port@cport[,hostname] flags master ping pong epoch link slots``)."""
-    nodes = []
-    for lineno, line in enumerate(text.strip().splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) < 8:
-            raise TopologyError(f"CLUSTER NODES line {lineno} has {len(parts)} fields, expected >= 8: {line!r}")
-        node_id, address, flags, master, _ping, _pong, _epoch, link = parts[:8]
-        endpoint, _, hostname = address.partition(",")
-        hostport = endpoint.split("@", 1)[0]
-        ip, _, port = hostport.rpartition(":")
-        if not port.isdigit():
-            raise TopologyError(f"CLUSTER NODES line {lineno}: bad address {address!r}")
-        try:
-            slots = _count_slots(parts[8:])
-        except ValueError:
-            raise TopologyError(f"CLUSTER NODES line {lineno}: bad slot range in {line!r}") from None
-        nodes.append(
-            ClusterNode(
-                node_id=node_id,
-                ip=ip,
-                port=int(port),
-                hostname=hostname,
-                flags=frozenset(flags.split(",")),
-                master_id=None if master == "-" else master,
-                link_state=link,
-                slots=slots,
-            )
-        )
-    return nodes
 
 
 @dataclass(frozen=True)

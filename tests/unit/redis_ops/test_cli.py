@@ -7,7 +7,8 @@ import pytest
 
 from airflow_ha.cli import main
 from airflow_ha.redis_ops import cli
-from airflow_ha.redis_ops.placement import colocated_pairs, parse_cluster_nodes, topology
+from airflow_ha.redis_ops.cluster_nodes import parse_cluster_nodes
+from airflow_ha.redis_ops.placement import colocated_pairs, topology
 
 
 class FakeCluster:

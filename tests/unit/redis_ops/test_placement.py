@@ -8,14 +8,11 @@ from collections import Counter
 
 import pytest
 
+from airflow_ha.redis_ops.cluster_nodes import MASTER, REPLICA, TopologyError, parse_cluster_nodes
 from airflow_ha.redis_ops.placement import (
-    MASTER,
-    REPLICA,
     RedisNode,
-    TopologyError,
     _assign,
     colocated_pairs,
-    parse_cluster_nodes,
     plan,
     topology,
 )
