@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from airflow_ha.local.debian_root import RootUnavailable
 from airflow_ha.local.mariadb import MariaDB
-from airflow_ha.local.redis_cluster import RedisCluster
+from airflow_ha.local.redis_cluster import RedisCluster, redis_bin_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
@@ -30,11 +31,32 @@ def _require_binaries(*names: str) -> None:
         pytest.skip(message)
 
 
+def _unavailable(exc: Exception) -> None:
+    """A server whose binaries cannot be had here: skip with the reason (in CI, where .ci/run provides
+    root, debootstrap and the mirror, that is a broken pipeline: fail)."""
+    if os.environ.get("CI"):
+        pytest.fail(str(exc))
+    pytest.skip(str(exc))
+
+
 @pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory) -> RedisCluster:
-    """6 redis-server processes formed into 3 masters + 3 replicas, AUTH on."""
-    _require_binaries("redis-server", "redis-cli")
-    cluster = RedisCluster(base_dir=tmp_path_factory.mktemp("redis-cluster"), password=secrets.token_hex(12))
+def redis_bin() -> Path:
+    """Redis 8 (Debian unstable root, or AIRFLOW_HA_REDIS_BIN_DIR), also first on PATH for this session so
+    tests that start a plain ``redis-server`` by name run the same Redis."""
+    try:
+        bin_dir = redis_bin_dir()
+    except RootUnavailable as exc:
+        _unavailable(exc)
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    return bin_dir
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory, redis_bin) -> RedisCluster:
+    """6 redis-server processes (Redis 8) formed into 3 masters + 3 replicas, AUTH on."""
+    cluster = RedisCluster(
+        base_dir=tmp_path_factory.mktemp("redis-cluster"), password=secrets.token_hex(12), bin_dir=redis_bin
+    )
     try:
         cluster.start()
         yield cluster

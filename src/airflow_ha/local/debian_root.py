@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -192,6 +193,26 @@ class DebianRoot:
             str(program),
             *args,
         ]
+
+    def shims(self, binaries: dict[str, str]) -> Path:
+        """A directory of ``name`` scripts that ``exec`` :meth:`argv` of each path in the root.
+
+        For code that runs a server by its name on ``PATH`` (``redis-server``): prepend the directory.
+        ``exec`` keeps the PID, so the process is still stopped by the PID its caller got.
+        """
+        bin_dir = self.path.with_name(f"{self.path.name}.bin")
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        for name, inside in binaries.items():
+            argv = shlex.join(self.argv(inside))
+            script = f'#!/bin/sh\n# airflow-ha: {inside} from {self.path}\nexec {argv} "$@"\n'
+            target = bin_dir / name
+            if target.is_file() and target.read_text() == script:
+                continue
+            tmp = bin_dir / f".{name}.{os.getpid()}"
+            tmp.write_text(script)
+            tmp.chmod(0o755)
+            tmp.replace(target)
+        return bin_dir
 
 
 def server_root(packages: Iterable[str], *, suite: str = DEFAULT_SUITE) -> DebianRoot:

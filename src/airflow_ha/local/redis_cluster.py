@@ -3,17 +3,22 @@
 Every node has its own data dir, ``requirepass`` and ``masterauth``; the cluster is formed by
 ``redis-cli --cluster create`` exactly as an operator would. Nodes can be killed (SIGKILL) and
 restarted on the same port with their ``nodes.conf``, so failover can be exercised for real.
+
+The binaries are Redis 8 from Debian unstable, run from the cached root of
+:mod:`airflow_ha.local.debian_root` (made on first use), the same Redis the chart's image ships;
+``AIRFLOW_HA_REDIS_BIN_DIR`` names a directory holding other ``redis-server`` and ``redis-cli``.
 """
 
 from __future__ import annotations
 
-import shutil
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
+from airflow_ha.local.debian_root import server_root
 from airflow_ha.local.process import (
     ServerStartError,
     free_port,
@@ -24,6 +29,23 @@ from airflow_ha.local.process import (
 )
 
 CLUSTER_BUS_OFFSET = 10000
+REDIS_PACKAGES = ("redis-server", "redis-tools")
+REDIS_BINARIES = {"redis-server": "/usr/bin/redis-server", "redis-cli": "/usr/bin/redis-cli"}
+
+
+def redis_bin_dir() -> Path:
+    """``$AIRFLOW_HA_REDIS_BIN_DIR``, or the Debian-unstable root's Redis 8 as ``redis-*`` shims.
+
+    Raises :class:`ServerStartError` (``RootUnavailable``) with the reason when neither can be had.
+    """
+    override = os.environ.get("AIRFLOW_HA_REDIS_BIN_DIR")
+    if override:
+        bin_dir = Path(override)
+        missing = [name for name in REDIS_BINARIES if not (bin_dir / name).is_file()]
+        if missing:
+            raise ServerStartError(f"AIRFLOW_HA_REDIS_BIN_DIR={override} has no {', '.join(missing)}")
+        return bin_dir
+    return server_root(REDIS_PACKAGES).shims(REDIS_BINARIES)
 
 
 @dataclass
@@ -77,11 +99,15 @@ class RedisCluster:
     replicas_per_master: int = 1
     node_timeout_ms: int = 2000
     nodes: list[RedisNode] = field(default_factory=list)
+    bin_dir: Path | None = None  # default: redis_bin_dir()
 
     def __post_init__(self) -> None:
-        for binary in ("redis-server", "redis-cli"):
-            if shutil.which(binary) is None:
-                raise ServerStartError(f"{binary} is not installed (Debian package redis-server)")
+        if self.bin_dir is None:
+            self.bin_dir = redis_bin_dir()
+
+    def binary(self, name: str) -> str:
+        """Path of ``redis-server`` or ``redis-cli`` as this cluster runs it."""
+        return str(self.bin_dir / name)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> RedisCluster:
@@ -114,7 +140,7 @@ class RedisCluster:
                     f'requirepass "{self.password}"',
                     f'masterauth "{self.password}"',
                     "appendonly yes",
-                    "appendfsync everysec",
+                    "appendfsync always",  # as the chart: an acknowledged write survives a crash-restart
                     'save ""',
                     "",
                 ]
@@ -125,7 +151,7 @@ class RedisCluster:
     def start_node(self, node: RedisNode) -> None:
         conf = self._write_config(node)
         node.proc = subprocess.Popen(
-            ["redis-server", str(conf)],
+            [self.binary("redis-server"), str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -147,7 +173,7 @@ class RedisCluster:
 
     def create(self) -> None:
         cmd = [
-            "redis-cli",
+            self.binary("redis-cli"),
             "-a",
             self.password,
             "--no-auth-warning",

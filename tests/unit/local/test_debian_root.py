@@ -74,3 +74,12 @@ def test_default_location_follows_the_cache_env(monkeypatch, tmp_path):
     assert DebianRoot.default().path == tmp_path / "debian-unstable"
     monkeypatch.setenv("AIRFLOW_HA_DEBIAN_ROOT", str(tmp_path / "elsewhere"))
     assert DebianRoot.default().path == tmp_path / "elsewhere"
+
+
+def test_shims_exec_the_loader_argv(fake_root):
+    bin_dir = fake_root.shims({"redis-server": "/usr/bin/redis-server"})
+    script = (bin_dir / "redis-server").read_text()
+    assert script.startswith("#!/bin/sh\n")
+    assert f"exec {fake_root.path}/lib64/ld-linux-x86-64.so.2 --library-path " in script
+    assert script.rstrip().endswith(f'{fake_root.path}/usr/bin/redis-server "$@"')
+    assert fake_root.shims({"redis-server": "/usr/bin/redis-server"}) == bin_dir  # idempotent
