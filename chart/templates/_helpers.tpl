@@ -85,9 +85,13 @@ component: {{ .component }}
 {{- end -}}
 {{- $query := list -}}
 {{- range $k, $v := .root.Values.broker.transportOptions -}}
-{{- $query = append $query (printf "%s=%s" $k (toString $v | urlquery)) -}}
+{{- if not (kindIs "invalid" $v) -}}
+{{- $text := ternary (join "," $v) (toString $v) (kindIs "slice" $v) -}}
+{{- $query = append $query (printf "%s=%s" $k ($text | urlquery)) -}}
 {{- end -}}
-{{- printf "rediscluster://:%s@%s" .password (join "," $seeds) -}}
+{{- end -}}
+{{- /* the password URL-encoded (%20, not +, for a space: userinfo is not a query) */ -}}
+{{- printf "rediscluster://:%s@%s" (.password | urlquery | replace "+" "%20") (join "," $seeds) -}}
 {{- with $query }}?{{ join "&" . }}{{ end -}}
 {{- end }}
 

@@ -291,3 +291,26 @@ def test_wrong_broker_password_is_named_and_not_ready(kube: Kube, release: Relea
         )
     finally:
         kube.core.delete_namespaced_pod(name, release.namespace, grace_period_seconds=0)
+
+
+@pytest.mark.parametrize("component", ["worker", "scheduler"])
+def test_broker_options_in_effect_in_the_pods_are_the_charts(kube: Kube, release: Release, component: str):
+    """Inside a running pod, Airflow's own Celery app resolves the options the chart's values set."""
+    import json
+
+    from airflow_ha.broker.options import defaults
+
+    pod = next(p for p in _pods(kube, release, component) if _ready(p))
+    shown = run(
+        [KUBECTL, "-n", release.namespace, "exec", pod.metadata.name, "-c", pod.spec.containers[0].name, "--",
+         "airflow-ha", "broker-check", "--show-options"],
+    ).stdout.strip().splitlines()[-1]  # fmt: skip
+    effective = json.loads(shown)["options"]
+    values = json.loads(
+        run([HELM, "get", "values", release.name, "-n", release.namespace, "--all", "-o", "json"]).stdout
+    )
+    chart_options = values["broker"]["transportOptions"]
+    expected = {**defaults(), **chart_options}
+    assert effective == expected
+    assert effective["replication_wait_policy"] == "auto"
+    record(f"broker options in a {component} pod", ", ".join(f"{k}={v}" for k, v in sorted(chart_options.items())))

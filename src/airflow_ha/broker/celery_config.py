@@ -2,13 +2,16 @@
 
 The chart sets::
 
-    AIRFLOW__CELERY__BROKER_URL=rediscluster://:PASSWORD@redis-0:6379,redis-1:6379,...
+    AIRFLOW__CELERY__BROKER_URL=rediscluster://:PASSWORD@redis-0:6379,redis-1:6379,...?replication_wait_policy=auto
     AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS=airflow_ha.broker.celery_config.CELERY_CONFIG
 
 Importing this module registers the ``rediscluster`` transport alias (kombu has no entry points for
 transports). ``CELERY_CONFIG`` is Airflow's ``DEFAULT_CELERY_CONFIG`` (broker URL, result backend = the
-metadata DB, acks_late, prefetch 1, ...) with transport options for this broker; options from
-``[celery_broker_transport_options]`` win over the defaults below.
+metadata DB, acks_late, prefetch 1, ...) unchanged but for start-up retries. Its
+``broker_transport_options`` stay exactly what the user set in ``[celery_broker_transport_options]``:
+the transport's own defaults live in :class:`airflow_ha.broker.options.BrokerOptions` and the URL's
+query overrides them, so a default set here would silently beat the chart's URL (precedence: defaults <
+URL query < ``[celery_broker_transport_options]``).
 """
 
 from __future__ import annotations
@@ -19,19 +22,12 @@ register()
 
 from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG  # noqa: E402
 
-BROKER_TRANSPORT_DEFAULTS = {
-    # Airflow's default for redis-like brokers; a task running longer is redelivered.
-    "visibility_timeout": 86400,
-    "failover_timeout": 30,
-    "replication_wait_replicas": 1,
-    "replication_wait_timeout_ms": 500,
-    "replication_wait_policy": "warn",
-}
-
 
 def build(base: dict) -> dict:
     config = dict(base)
-    config["broker_transport_options"] = {**BROKER_TRANSPORT_DEFAULTS, **(base.get("broker_transport_options") or {})}
+    config["broker_transport_options"] = {
+        k: v for k, v in (base.get("broker_transport_options") or {}).items() if v is not None
+    }
     # Remote control (pidbox) replies and broadcast go over sharded pub/sub: supported.
     config.setdefault("worker_enable_remote_control", True)
     # Keep trying to reach the cluster at start-up (pods start in any order); bad config still fails fast.

@@ -5,7 +5,9 @@ For queue ``q`` (hash tag ``{q}``):
 * ``{q}:p<step>`` — one list per priority step (LPUSH to publish, RPOP to consume, like kombu's redis);
 * ``{q}:unacked`` — hash delivery_tag -> "<step>|<payload>" of messages handed to a consumer;
 * ``{q}:unacked_index`` — zset delivery_tag -> delivery time (server clock), for the visibility sweep;
-* ``{q}:notify`` — the sharded pub/sub channel (SPUBLISH/SSUBSCRIBE) consumers wait on.
+* ``{q}:wake`` — one token per waiting message: an idle consumer blocks in ``BLPOP`` on it, so a publish
+  wakes exactly one consumer (Redis hands a pushed token to one blocked client), as ``BRPOP`` does in
+  kombu's redis transport.
 
 Bindings of exchange ``e`` are the set ``{_kombu.binding.e}`` (kombu's ``_kombu.binding.*`` table) and a
 fanout exchange publishes on the sharded channel ``{_kombu.fanout.e}``. Different queues have different
@@ -44,13 +46,13 @@ def unacked_index(queue: str) -> str:
     return f"{_tag(queue)}:unacked_index"
 
 
-def notify_channel(queue: str) -> str:
-    return f"{_tag(queue)}:notify"
+def wake_list(queue: str) -> str:
+    return f"{_tag(queue)}:wake"
 
 
 def queue_keys(queue: str, steps=PRIORITY_STEPS) -> list[str]:
-    """KEYS for the Lua scripts: unacked, unacked_index, then the priority lists in serving order."""
-    return [unacked(queue), unacked_index(queue), *priority_lists(queue, steps)]
+    """KEYS for the Lua scripts: unacked, unacked_index, wake, then the priority lists in serving order."""
+    return [unacked(queue), unacked_index(queue), wake_list(queue), *priority_lists(queue, steps)]
 
 
 def binding_table(exchange: str) -> str:

@@ -1,179 +1,67 @@
 """kombu transport for Redis Cluster (``rediscluster://``), laid out like ``kombu/transport/redis.py``.
 
-* :class:`Channel` owns queues, bindings and QoS. Every per-queue state change is one Lua script on the
-  keys of ONE queue (one hash slot, see :mod:`airflow_ha.broker.keys`), run on the master that owns the
-  slot through that node's own client, followed on the SAME connection (a pipeline) by ``WAIT``:
+Features
+========
+* Type: Virtual
+* Supports Direct: Yes
+* Supports Topic: Yes
+* Supports Fanout: Yes (sharded pub/sub: live subscribers only, as kombu's redis transport)
+* Supports Priority: Yes (``priority_steps`` lists per queue, as kombu's redis transport)
+* Supports TTL: No
+* Supports native delayed delivery: No
 
-  - publish: ``LPUSH`` on the priority list + ``SPUBLISH`` on the queue's sharded notify channel;
-  - get: ``RPOP`` over the priority lists in serving order (step 0 first, as kombu's redis transport)
-    and, in the same script, record the message in the queue's unacked hash + index zset;
-  - ack: ``HDEL`` + ``ZREM``; reject/requeue, warm-shutdown restore and the visibility-timeout sweep
-    move the message back atomically (a message is always in a list or in the unacked hash).
+Every queue lives in ONE hash slot (:mod:`airflow_ha.broker.keys`), so each state change is one atomic
+Lua script (:mod:`airflow_ha.broker.scripts`) on the slot's master: publish, get (recording the message
+as unacked in the same step), ack, requeue, the visibility sweep. The parts, as kombu separates them:
 
-* :class:`Transport` owns the cluster client and the drain. Consumers do not poll: they ``SSUBSCRIBE``
-  (Redis 7 sharded pub/sub) to the notify channel of every consumed queue, one pub/sub connection per
-  master, and ``select()`` on those sockets plus a wake-up pipe written on ack (a freed prefetch slot).
-  A safety sweep every ``poll_sweep_interval`` (1 s) tries every consumed queue, covering notifications
-  lost while a master fails over. Fanout (broadcast, Celery remote control) uses ``SPUBLISH`` on a
-  per-exchange channel, delivered only to live subscribers, as kombu's redis transport does.
-  ``implements.asynchronous`` is False, so Celery runs its blocking ``synloop`` over
-  :meth:`Transport.drain_events`, which blocks correctly (no sleep loop).
+* :mod:`~airflow_ha.broker.health` — the check every connection (and ``airflow-ha broker-check``) runs first;
+* :mod:`~airflow_ha.broker.routing` — the slot's master, retries through failovers and reshards, ``WAIT``/
+  ``WAITAOF`` after writes; :mod:`~airflow_ha.broker.replication` — what a short ``WAIT`` does (pure);
+* :mod:`~airflow_ha.broker.consumer` — wake tokens (a publish wakes one consumer), fanout subscriptions
+  and the blocking drain loop;
+* this module — kombu's :class:`Channel`, :class:`QoS` and :class:`Transport`.
 
-Failover: MOVED/ASK, CLUSTERDOWN, TRYAGAIN, READONLY, connection and timeout errors refresh the slot map
-and retry with backoff until ``failover_timeout`` (30 s) has passed; then :class:`BrokerUnavailable`
-(a connection error) lets kombu/Celery reconnect. A retried publish may duplicate a message, a retried
-get leaves the first pop in the unacked hash, so the visibility sweep returns it: at-least-once.
+Connection String
+=================
+.. code-block::
 
-Asynchronous replication: a master can acknowledge a write and die before its replica has it; the
-promoted replica then lacks it. Mitigation: after each publish (and ack) the transport runs
-``WAIT replication_wait_replicas replication_wait_timeout_ms`` (defaults 1 and 500 ms) on the same
-connection, so the call returns only once a replica holds the write. Trade-off: every publish/ack
-costs one replication round trip (sub-millisecond on a LAN; up to the timeout when a replica lags)
-in exchange for no acknowledged publish lost on failover; ``replication_wait_replicas=0`` turns it off
-(lowest latency, a failover can lose the last writes). When fewer replicas ack in time,
-``replication_wait_policy`` decides. ``warn`` (default, availability first): log and carry on; when the
-master has fewer in-sync replicas than asked (e.g. right after a failover, before the old master
-rejoins) no WAIT can help, so it also skips WAIT on that node for 5 s instead of paying the timeout on
-every write: such writes are unprotected, as with ``redis://``. ``raise`` (consistency first): the call
-raises :class:`ReplicationWaitError` (a connection error, not retried by the transport since the write
-did reach the master): the publisher knows the message is unprotected; Celery's publish retry may then
-duplicate it, never silently lose it; a master without replicas refuses to acknowledge publishes.
-``auto`` tells the two shortfalls apart: a replica that the master still counts as connected but that did
-not acknowledge is what a network partition looks like from the cut-off side (the majority is promoting
-that replica; what this master takes now is dropped when it rejoins as a replica), so the publish
-raises as with ``raise``; a master with no connected replica (its replica died, or it is the freshly
-promoted one) cannot be helped by waiting, so it carries on as with ``warn``. Measured on Kubernetes
-(tests/k8s, split brain): ``auto`` loses nothing like ``raise``, without refusing every publish on the
-majority side until the cut-off node rejoins.
-Consumer bookkeeping (ack, requeue, visibility restore) waits too but only ever warns: an ack or restore
-lost in a failover leaves the message in the unacked hash, so it runs again, it is never lost.
+    rediscluster://[[user]:password@]host1:port1[,host2:port2,...][/][?option=value&...]
+    redisclusters://...            (TLS; same as ?ssl=true; ssl_ca_certs, ssl_certfile, ... in the query)
+
+Passwords with ``@ : / ? # %`` must be URL-encoded. Any transport option can be given in the query.
+
+Transport Options
+=================
+Every option, its default and what it does: :class:`airflow_ha.broker.options.BrokerOptions` (the README
+has the table). Precedence: defaults < URL query < ``broker_transport_options`` (Airflow's
+``[celery_broker_transport_options]``).
+
+Delivery: at-least-once. A publish is acknowledged once a replica holds it (``WAIT``) and the master has
+fsynced it (``WAITAOF``, Redis >= 7.2); ``replication_wait_policy`` decides what a shortfall does.
+``implements.asynchronous`` is False, so Celery runs its blocking ``synloop`` over
+:meth:`Transport.drain_events`, which blocks on sockets (no sleep loop).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
-import os
-import select
-import threading
 from queue import Empty
-from time import monotonic, sleep
 
-import redis
 import redis.exceptions as rexc
 from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
-from redis.cluster import ClusterNode, RedisCluster
 
 from airflow_ha.broker import keys, scripts
-from airflow_ha.broker.errors import (
-    BrokerAuthError,
-    BrokerClusterError,
-    BrokerConfigError,
-    BrokerUnavailable,
-    ReplicationWaitError,
-)
+from airflow_ha.broker.consumer import Drain
+from airflow_ha.broker.errors import BrokerUnavailable
+from airflow_ha.broker.health import check_cluster
 from airflow_ha.broker.options import BrokerOptions
+from airflow_ha.broker.routing import SlotRouter
 from airflow_ha.broker.url import ClusterURL, parse
 
 log = logging.getLogger(__name__)
 
-# Errors a failover produces; all mean "refresh the slot map, back off, retry".
-RETRYABLE = (
-    rexc.ConnectionError,
-    rexc.TimeoutError,
-    rexc.ClusterDownError,
-    rexc.TryAgainError,
-    rexc.AskError,  # MovedError is a subclass
-    rexc.ReadOnlyError,
-    rexc.SlotNotCoveredError,
-    rexc.MasterDownError,
-    rexc.BusyLoadingError,
-    OSError,
-)
-_SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in scripts.ALL.items()}
-TOTAL_SLOTS = 16384
-
-
-def _not_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError, BrokerConfigError))
-
-
-def check_cluster(url: ClusterURL, opts: BrokerOptions) -> dict:
-    """Reach a seed, authenticate, and require ``cluster_state:ok`` with every slot assigned.
-
-    Seeds are asked in turn until one says ok: a node on the cut-off side of a partition, or any node
-    during a failover, reports ``cluster_state:fail`` while the rest of the cluster serves. Raises
-    :class:`BrokerAuthError` (wrong credentials) or :class:`BrokerClusterError` (slots no node owns),
-    which never heal by waiting, else :class:`BrokerUnavailable` (a connection error: Celery retries),
-    each with a message naming the problem; bounded by ``socket_connect_timeout`` per seed (no hang).
-    """
-    failures, failing, unassigned = [], [], []
-    for host, port in url.seeds:
-        client = redis.Redis(
-            host=host,
-            port=port,
-            socket_connect_timeout=opts.socket_connect_timeout,
-            socket_timeout=opts.socket_connect_timeout,
-            retry_on_timeout=False,
-            retry=None,
-            decode_responses=True,
-            **url.redis_kwargs(),
-        )
-        try:
-            client.ping()
-            info = client.execute_command("CLUSTER INFO")
-        except (rexc.AuthenticationError, rexc.AuthorizationError) as exc:
-            raise BrokerAuthError(
-                f"Redis Cluster seed {host}:{port} refused the credentials in the broker URL ({exc}): "
-                "check the password (and user) in the rediscluster:// URL"
-            ) from None
-        except rexc.ResponseError as exc:
-            text = str(exc)
-            if "NOAUTH" in text or "WRONGPASS" in text or "AUTH" in text.upper():
-                raise BrokerAuthError(
-                    f"Redis Cluster seed {host}:{port} requires a password that the broker URL does not give "
-                    f"({exc}): use rediscluster://:PASSWORD@host:port,..."
-                ) from None
-            if "cluster support disabled" in text:
-                raise BrokerClusterError(
-                    f"{host}:{port} is a plain Redis server, not a cluster node (cluster-enabled no): "
-                    "use redis:// for it, or point rediscluster:// at cluster nodes"
-                ) from None
-            failures.append(f"{host}:{port} ({exc})")
-            continue
-        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-            failures.append(f"{host}:{port} ({exc.__class__.__name__}: {exc})")
-            continue
-        finally:
-            client.close()
-        if isinstance(info, str):
-            info = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-        assigned = int(info.get("cluster_slots_assigned", 0))
-        if info.get("cluster_state") == "ok" and assigned >= TOTAL_SLOTS:
-            return info
-        state = (
-            f"cluster_state={info.get('cluster_state')}, {assigned} of {TOTAL_SLOTS} slots assigned, "
-            f"{info.get('cluster_slots_fail', '?')} failing"
-        )
-        if assigned < TOTAL_SLOTS:  # slots no node owns: the cluster never heals this by itself
-            unassigned.append((f"{host}:{port}", state))
-        else:  # every slot has an owner: a failover or a partition (this node cut off) is under way
-            failing.append(f"{host}:{port} ({state})")
-    if unassigned:
-        where, state = unassigned[0]
-        raise BrokerClusterError(
-            f"Redis Cluster at {where} is not serving every slot: {state}; fix the cluster (uncovered slots) "
-            "before starting workers"
-        )
-    if failing:
-        raise BrokerUnavailable(
-            "Redis Cluster not serving yet (a failover or a partition under way; retried): " + "; ".join(failing)
-        )
-    raise BrokerUnavailable(
-        f"no Redis Cluster seed node reachable within {opts.socket_connect_timeout:g}s each: " + "; ".join(failures)
-    )
+WAKE_TOKENS_KEPT = 1000  # per queue: more than enough to wake every idle consumer at once
 
 
 class QoS(virtual.QoS):
@@ -195,14 +83,26 @@ class QoS(virtual.QoS):
         self.channel.connection_wakeup()
 
     def restore_unacked(self):
-        """Warm shutdown / channel close: every delivered, unacked message goes back to the head."""
+        """Warm shutdown / channel close: every delivered, unacked message goes back to the head.
+
+        One attempt per master, bounded by ``socket_timeout``: on a dead master this must not hold up
+        Celery's reconnect for ``failover_timeout`` per message, nor ``socket_timeout`` per message (a
+        master that failed once is not asked again). What cannot be restored now stays in the queue's
+        unacked hash (and its replica's), so the visibility sweep returns it.
+        """
         self._flush()
         errors = []
+        failed: dict[str, BaseException] = {}  # master -> why a restore there failed: skip the rest of its
         while self._delivered:
             tag, message = self._delivered.popitem()
+            node = self.channel._master_of_tag(tag)
             try:
-                self.channel._restore_tag(tag, to_head=True)
+                if node in failed:
+                    raise failed[node]
+                self.channel._restore_tag(tag, to_head=True, deadline=0)
             except BaseException as exc:
+                if node is not None and isinstance(exc, BrokerUnavailable):
+                    failed[node] = exc
                 if tag not in self._dirty:
                     errors.append((exc, message))
         self._delivered.clear()
@@ -223,15 +123,13 @@ class Channel(virtual.Channel):
         self.opts: BrokerOptions = connection.opts
         self._tag_queue: dict[str, str] = {}
         self._fanout_queues: dict[str, str] = {}  # queue -> fanout exchange
-        self._ready: set[str] = set()
+        self._ready: set[str] = set()  # queues to read now (a wake token, a safety read, a new consumer)
+        self._noack_queues: set[str] = set()  # consumed with no_ack: no unacked bookkeeping
+        self._auto_delete_queues: set[str] = set()  # deleted when this channel closes
         self._rr = 0
         self._remote_types: dict[str, str] = {}
 
     # -- helpers -------------------------------------------------------------------------------------
-    @property
-    def cluster(self) -> RedisCluster:
-        return self.connection.cluster
-
     def connection_wakeup(self) -> None:
         conn = self.connection
         if conn is not None:
@@ -252,19 +150,23 @@ class Channel(virtual.Channel):
     def _put(self, queue, message, **kwargs):
         kwargs.pop("_publish_batch", None)
         self._script(
-            "put",
-            queue,
-            [self._step_index(message) + 1, dumps(message), keys.notify_channel(queue)],
-            wait_kind="publish",
+            "put", queue, [self._step_index(message) + 1, dumps(message), WAKE_TOKENS_KEPT], wait_kind="publish"
         )
 
-    def _get(self, queue, timeout=None, deadline=None):
-        item = self._script("get", queue, [], deadline=deadline)
+    def _get(self, queue, timeout=None, deadline=None, no_ack=None):
+        no_ack = queue in self._noack_queues if no_ack is None else no_ack
+        record = "0" if no_ack else "1"
+        item = self._script("get", queue, [record], deadline=deadline)
         if not item:
             raise Empty()
-        message = loads(item)
+        redelivered = item[:1] == scripts.REDELIVERED
+        message = loads(item[1:] if redelivered else item)
+        if redelivered:  # as kombu's redis transport marks a restored message
+            message.setdefault("headers", {})["redelivered"] = True
+            message.setdefault("properties", {}).setdefault("delivery_info", {})["redelivered"] = True
+            message["redelivered"] = True
         tag = message.get("properties", {}).get("delivery_tag")
-        if tag:
+        if tag and record == "1":
             self._tag_queue[tag] = queue
         return message
 
@@ -273,10 +175,20 @@ class Channel(virtual.Channel):
         if queue is not None:
             self._script("ack", queue, [tag], wait_kind="ack")
 
-    def _restore_tag(self, tag, to_head=True):
+    def _master_of_tag(self, tag) -> str | None:
+        """Name of the master holding the delivered message's queue, per the slot map (no I/O)."""
+        queue = self._tag_queue.get(tag)
+        if queue is None or self.connection is None:
+            return None
+        try:
+            return self.connection.router.node_for(keys.wake_list(queue))[1].name
+        except Exception:  # no slot map (closed, slot uncovered): restore it one by one
+            return None
+
+    def _restore_tag(self, tag, to_head=True, deadline=None):
         queue = self._tag_queue.pop(tag, None)
         if queue is not None:
-            self._script("restore", queue, [tag, "1" if to_head else "0", keys.notify_channel(queue)], wait_kind="ack")
+            self._script("restore", queue, [tag, "1" if to_head else "0"], wait_kind="ack", deadline=deadline)
 
     def _restore(self, message):
         self._restore_tag(message.delivery_tag, to_head=True)
@@ -317,15 +229,50 @@ class Channel(virtual.Channel):
         lists = keys.priority_lists(queue, self.opts.priority_steps)
         return bool(self.connection.on_slot(lists[0], lambda c, _node: c.exists(*lists)))
 
-    def _new_queue(self, queue, **kwargs):
-        pass  # lists spring into existence on first publish
+    def _new_queue(self, queue, auto_delete=False, **kwargs):
+        if auto_delete:  # lists spring into existence on first publish; remember what to delete at close
+            self._auto_delete_queues.add(queue)
 
     def _delete(self, queue, exchange, routing_key, pattern, *args, **kwargs):
+        self._unbind(queue, exchange, routing_key, pattern)
+        self._delete_keys(queue)
+
+    def _unbind(self, queue, exchange, routing_key, pattern) -> None:
         table = keys.binding_table(exchange)
         member = keys.SEP.join([routing_key or "", pattern or "", queue or ""])
-        self.connection.on_slot(table, lambda c, _node: c.srem(table, member))
-        lists = keys.priority_lists(queue, self.opts.priority_steps)
-        self.connection.on_slot(lists[0], lambda c, _node: c.delete(*lists))
+
+        def unbind(client, _node):  # the exchange's type goes with its last binding
+            pipe = client.pipeline(transaction=True)  # one slot: MULTI/EXEC is allowed
+            pipe.srem(table, member)
+            pipe.scard(table)
+            _removed, left = pipe.execute()
+            if not left:
+                client.delete(keys.exchange_type(exchange))
+
+        self.connection.on_slot(table, unbind)
+
+    def _delete_keys(self, queue) -> None:
+        self._script("delete", queue, [])
+        self._auto_delete_queues.discard(queue)
+
+    def queue_delete(self, queue, if_unused=False, if_empty=False, **kwargs):
+        """As kombu's, and the queue's keys go even when this channel knows no binding of it: kombu calls
+        ``_delete`` once per binding declared in this process, so a queue on the default exchange, or
+        declared by another process, would keep its lists, unacked hash, index and wake tokens."""
+        if if_empty and self._size(queue):
+            return
+        super().queue_delete(queue, if_unused=if_unused, **kwargs)
+        self._delete_keys(queue)
+
+    def basic_get(self, queue, no_ack=False, **kwargs):
+        """As kombu's; with ``no_ack`` nothing is recorded as unacked (nothing would ever ack it, so the
+        visibility sweep would deliver it again)."""
+        if not no_ack:
+            return super().basic_get(queue, no_ack=False, **kwargs)
+        try:
+            return self.Message(self._get(queue, no_ack=True), channel=self)
+        except Empty:
+            return None
 
     def _queue_bind(self, exchange, routing_key, pattern, queue):
         if self.typeof(exchange).type == "fanout":
@@ -360,8 +307,12 @@ class Channel(virtual.Channel):
         values = self.connection.on_slot(table, lambda c, _node: c.smembers(table))
         return [tuple(_split(val)) for val in values]
 
-    def basic_consume(self, queue, *args, **kwargs):
-        ret = super().basic_consume(queue, *args, **kwargs)
+    def basic_consume(self, queue, no_ack, *args, **kwargs):
+        ret = super().basic_consume(queue, no_ack, *args, **kwargs)
+        if no_ack:
+            self._noack_queues.add(queue)
+        else:
+            self._noack_queues.discard(queue)
         self._ready.add(queue)
         if self.connection is not None:
             self.connection.subscriptions_changed()
@@ -372,12 +323,16 @@ class Channel(virtual.Channel):
         ret = super().basic_cancel(consumer_tag)
         if queue is not None and queue not in self._active_queues:
             self._ready.discard(queue)
+            self._noack_queues.discard(queue)
         if self.connection is not None:
             self.connection.subscriptions_changed()
         return ret
 
     def deliver_one(self) -> bool:
-        """GET one message from a ready consumed queue (round robin) and deliver it; False if none."""
+        """GET one message from a ready consumed queue (round robin) and deliver it; False if none.
+
+        A queue stays ready for one read: the next message is waited for with a wake token of its own.
+        """
         queues = [q for q in self._active_queues if q not in self._fanout_queues]
         if not queues:
             return False
@@ -395,6 +350,7 @@ class Channel(virtual.Channel):
             except BrokerUnavailable as exc:  # its master is failing over: serve the other queues meanwhile
                 error = exc
                 continue
+            self._ready.discard(queue)
             self._rr = (self._rr + i + 1) % n
             self.connection._deliver(message, queue)
             return True
@@ -409,7 +365,7 @@ class Channel(virtual.Channel):
                 self._script(
                     "sweep",
                     queue,
-                    [self.opts.visibility_timeout, self.opts.max_restore_batch, keys.notify_channel(queue)],
+                    [self.opts.visibility_timeout, self.opts.max_restore_batch],
                     wait_kind="ack",
                     deadline=0,
                 )
@@ -424,6 +380,17 @@ class Channel(virtual.Channel):
         return restored
 
     def close(self):
+        """Cancel, restore what is unacked (one attempt each), delete this channel's auto-delete queues
+        (Celery's pidbox and reply queues: nothing of them outlives the process), as AMQP would."""
+        if not self.closed and self.connection is not None and self.connection.router.cluster is not None:
+            for queue in list(self._auto_delete_queues):
+                try:
+                    for exchange, routing_key, _args in self.state.queue_bindings(queue):
+                        meta = self.typeof(exchange).prepare_bind(queue, exchange, routing_key, _args)
+                        self._unbind(queue, exchange, meta[0], meta[1])
+                    self._delete_keys(queue)
+                except BrokerUnavailable as exc:  # the master is away: leftover keys are empty or expire
+                    log.warning("broker: could not delete auto-delete queue %r at close: %s", queue, exc)
         super().close()
         self._ready.clear()
 
@@ -434,7 +401,7 @@ def _split(val):
 
 
 class Transport(virtual.Transport):
-    """Connections, scripts on the slot's master (+ WAIT), failover retries and the blocking drain."""
+    """kombu's connection object: the slot router, the drain loop and kombu's hooks."""
 
     Channel = Channel
     driver_type = "redis"
@@ -460,23 +427,10 @@ class Transport(virtual.Transport):
 
     def __init__(self, client, **kwargs):
         self.url = self._url_of(client)
-        merged = {**self.url.options, **(client.transport_options or {})}
-        self.opts = BrokerOptions.from_mapping(merged)
+        self.opts = BrokerOptions.merged(self.url.options, client.transport_options)
         super().__init__(client, **kwargs)
-        self.cluster: RedisCluster | None = None
-        self._pubsubs: dict[str, redis.client.PubSub] = {}  # node name -> pubsub
-        self._sub_node: dict[str, str] = {}  # channel -> node name it is subscribed on
-        self._subs_dirty = True
-        self._resubscribe_at = 0.0
-        self._broken_since: float | None = None
-        self._next_poll = 0.0
-        self._next_visibility = 0.0
-        self._no_wait_until: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._chan_rr = 0
+        self.router = SlotRouter(self.url, self.opts)
+        self.drain: Drain | None = None
 
     # -- URL -----------------------------------------------------------------------------------------
     @staticmethod
@@ -497,302 +451,44 @@ class Transport(virtual.Transport):
     # -- connection lifecycle ------------------------------------------------------------------------
     def establish_connection(self):
         check_cluster(self.url, self.opts)
-        kwargs = self.url.redis_kwargs()
-        try:
-            self.cluster = RedisCluster(
-                startup_nodes=[ClusterNode(h, p) for h, p in self.url.seeds],
-                socket_timeout=self.opts.socket_timeout,
-                socket_connect_timeout=self.opts.socket_connect_timeout,
-                require_full_coverage=True,
-                **kwargs,
-            )
-        except (rexc.AuthenticationError, rexc.AuthorizationError) as exc:
-            raise BrokerAuthError(f"Redis Cluster refused the broker URL's credentials: {exc}") from None
-        except rexc.RedisClusterException as exc:
-            raise BrokerClusterError(f"Redis Cluster not usable: {exc}") from None
+        self.router.connect()
+        if self.drain is None:
+            self.drain = Drain(self, self.router)
         return super().establish_connection()
 
     def close_connection(self, connection):
         super().close_connection(connection)
-        for ps in self._pubsubs.values():
-            with contextlib.suppress(Exception):
-                ps.close()
-        self._pubsubs.clear()
-        self._sub_node.clear()
-        if self.cluster is not None:
-            self.cluster.close()
-            self.cluster = None
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
+        if self.drain is not None:
+            self.drain.close()
+            self.drain = None
+        self.router.close()
 
     def verify_connection(self, connection):
-        return self.cluster is not None
+        return self.router.cluster is not None
+
+    @property
+    def cluster(self):
+        return self.router.cluster
 
     def wakeup(self) -> None:
-        if self._wake_w >= 0:
-            with contextlib.suppress(BlockingIOError, OSError):
-                os.write(self._wake_w, b"x")
+        if self.drain is not None:
+            self.drain.wakeup()
 
-    # -- running commands on the slot's master -------------------------------------------------------
-    def refresh_topology(self) -> None:
-        with self._lock:
-            try:
-                self.cluster.nodes_manager.initialize()
-            except (*RETRYABLE, rexc.RedisClusterException) as exc:
-                log.debug("slot map refresh failed (will retry): %s", exc)
+    def subscriptions_changed(self) -> None:
+        if self.drain is not None:
+            self.drain.subscriptions_changed()
 
-    def on_slot(self, key: str, fn, deadline: float | None = None):
-        """``fn(node_client)`` on the master owning ``key``'s slot, retried through failovers.
-
-        ``deadline`` is seconds to keep retrying (default ``failover_timeout``; 0: one attempt).
-        """
-        if self.cluster is None:
-            raise BrokerUnavailable("broker connection is closed")
-        limit = monotonic() + (self.opts.failover_timeout if deadline is None else deadline)
-        delay = 0.05
-        while True:
-            try:
-                node = self.cluster.get_node_from_key(key)
-                client = self.cluster.get_redis_connection(node)
-                return fn(client, node)
-            except ReplicationWaitError:
-                raise  # the write happened on the master: re-running it would duplicate, the caller decides
-            except RETRYABLE as exc:
-                if _not_retryable(exc):
-                    raise
-                if monotonic() >= limit:
-                    raise BrokerUnavailable(
-                        f"Redis Cluster did not serve slot of {key!r} within failover_timeout="
-                        f"{self.opts.failover_timeout:g}s: {exc.__class__.__name__}: {exc}"
-                    ) from exc
-                log.warning("broker: %s on %r, refreshing slot map and retrying", exc.__class__.__name__, key)
-                sleep(delay)
-                delay = min(delay * 2, 1.0)
-                self.refresh_topology()
+    # -- what channels call --------------------------------------------------------------------------
+    def on_slot(self, key, fn, deadline=None):
+        return self.router.on_slot(key, fn, deadline=deadline)
 
     def run_script(self, name, keys_, args, wait_kind=None, deadline=None):
-        replicas = self.opts.wait_for(wait_kind) if wait_kind else 0
-
-        def run(client, node):
-            wait = replicas and self._no_wait_until.get(node.name, 0) < monotonic()
-            try:
-                return self._eval(client, node, name, keys_, args, wait, sha=True, kind=wait_kind)
-            except rexc.NoScriptError:
-                return self._eval(client, node, name, keys_, args, wait, sha=False, kind=wait_kind)
-
-        return self.on_slot(keys_[0], run, deadline=deadline)
-
-    def _eval(self, client, node, name, keys_, args, wait, sha, kind=None):
-        pipe = client.pipeline(transaction=False)
-        if sha:
-            pipe.evalsha(_SHAS[name], len(keys_), *keys_, *args)
-        else:
-            pipe.eval(scripts.ALL[name], len(keys_), *keys_, *args)
-        if wait:
-            pipe.execute_command("WAIT", self.opts.replication_wait_replicas, self.opts.replication_wait_timeout_ms)
-        results = pipe.execute()
-        if wait and int(results[1]) < self.opts.replication_wait_replicas:
-            self._wait_shortfall(client, node, int(results[1]), kind)
-        return results[0]
-
-    def _wait_shortfall(self, client, node, acked: int, kind: str | None) -> None:
-        wanted = self.opts.replication_wait_replicas
-        info = client.info("replication")
-        connected = sum(
-            1 for k, v in info.items() if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
-        )
-        policy = self.opts.replication_wait_policy
-        if kind == "publish" and (policy == "raise" or (policy == "auto" and connected >= wanted)):
-            why = "" if policy == "raise" else "; its replicas are connected but silent, as across a partition"
-            raise ReplicationWaitError(
-                f"broker: only {acked} of {wanted} replica(s) of {node.name} acknowledged a write within "
-                f"{self.opts.replication_wait_timeout_ms} ms ({connected} in sync): the write is on the master "
-                f"only and could be lost in a failover (replication_wait_policy={policy}{why})"
-            )
-        if connected < wanted:
-            log.warning(
-                "broker: master %s has %d in-sync replica(s) < replication_wait_replicas=%d: writes there are "
-                "not protected against loss on failover; skipping WAIT on it for 5s",
-                node.name,
-                connected,
-                wanted,
-            )
-            self._no_wait_until[node.name] = monotonic() + 5.0
-            return
-        log.warning(
-            "broker: only %d of %d replica(s) of %s acknowledged a write within %d ms: it can be lost if %s fails now",
-            acked, wanted, node.name, self.opts.replication_wait_timeout_ms, node.name,
-        )  # fmt: skip
-
-    # -- consuming -----------------------------------------------------------------------------------
-    def subscriptions_changed(self) -> None:
-        self._subs_dirty = True
-        self._next_poll = 0.0
-        self.wakeup()
-
-    def _wanted_channels(self) -> dict[str, list[tuple[Channel, str, bool]]]:
-        wanted: dict[str, list] = {}
-        for channel in self.channels:
-            for queue in channel._active_queues:
-                exchange = channel._fanout_queues.get(queue)
-                if exchange is not None:
-                    wanted.setdefault(keys.fanout_channel(exchange), []).append((channel, queue, True))
-                else:
-                    wanted.setdefault(keys.notify_channel(queue), []).append((channel, queue, False))
-        return wanted
-
-    def _drop_pubsub(self, node_name: str) -> None:
-        ps = self._pubsubs.pop(node_name, None)
-        if ps is not None:
-            with contextlib.suppress(Exception):
-                ps.close()
-        for chan, name in list(self._sub_node.items()):
-            if name == node_name:
-                del self._sub_node[chan]
-        self._subs_dirty = True
-
-    def _ensure_subscriptions(self) -> None:
-        if not self._subs_dirty or monotonic() < self._resubscribe_at:
-            return
-        self._wanted = wanted = self._wanted_channels()
-        try:
-            by_node: dict[str, list[str]] = {}
-            nodes = {}
-            for chan in wanted:
-                node = self.cluster.get_node_from_key(chan)
-                nodes[node.name] = node
-                by_node.setdefault(node.name, []).append(chan)
-            # unsubscribe what is no longer wanted or moved elsewhere
-            for chan, name in list(self._sub_node.items()):
-                if chan not in wanted or chan not in by_node.get(name, ()):
-                    ps = self._pubsubs.get(name)
-                    del self._sub_node[chan]
-                    if ps is not None:
-                        ps.sunsubscribe(chan)  # one channel per command: a command's channels must share a slot
-            for name, chans in by_node.items():
-                new = [c for c in chans if self._sub_node.get(c) != name]
-                if not new:
-                    continue
-                ps = self._pubsubs.get(name)
-                if ps is None:
-                    ps = self._pubsubs[name] = self.cluster.get_redis_connection(nodes[name]).pubsub()
-                for c in new:  # SSUBSCRIBE of several channels needs them in one slot: one command each
-                    ps.ssubscribe(c)
-                    self._sub_node[c] = name
-            self._subs_dirty = False
-            self._broken_since = None
-        except RETRYABLE as exc:
-            self._broken(exc)
-        # subscriptions (re)made: anything published before them is found by trying every queue now
-        self._next_poll = 0.0
-
-    def _broken(self, exc: BaseException) -> None:
-        now = monotonic()
-        if self._broken_since is None:
-            self._broken_since = now
-        if now - self._broken_since > self.opts.failover_timeout:
-            raise BrokerUnavailable(
-                f"Redis Cluster unusable for more than failover_timeout={self.opts.failover_timeout:g}s: {exc}"
-            ) from exc
-        log.warning("broker: %s: %s; refreshing slot map", exc.__class__.__name__, exc)
-        self._resubscribe_at = now + 0.25
-        for name in list(self._pubsubs):
-            self._drop_pubsub(name)
-        self._subs_dirty = True
-        self.refresh_topology()
-
-    def _read_notifications(self) -> bool:
-        delivered = False
-        wanted = getattr(self, "_wanted", {})
-        for name, ps in list(self._pubsubs.items()):
-            try:
-                while True:
-                    msg = ps.get_message(ignore_subscribe_messages=True, timeout=0.0)
-                    if msg is None:
-                        break
-                    if msg.get("type") not in ("smessage", "message"):
-                        continue
-                    chan = msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]
-                    for channel, queue, fanout in wanted.get(chan, ()):
-                        if fanout:
-                            if queue in channel._active_queues:
-                                self._deliver(loads(msg["data"]), queue)
-                                delivered = True
-                        else:
-                            channel._ready.add(queue)
-            except (*RETRYABLE, rexc.PubSubError, rexc.ResponseError) as exc:
-                log.warning("broker: pub/sub connection to %s lost (%s); resubscribing", name, exc)
-                self._drop_pubsub(name)
-                self.refresh_topology()
-                self._next_poll = 0.0
-                self._resubscribe_at = monotonic() + 0.25  # back off: never spin on a failing node
-        return delivered
-
-    def _drain_once(self) -> bool:
-        self._ensure_subscriptions()
-        if self._read_notifications():
-            return True
-        now = monotonic()
-        if now >= self._next_poll:
-            self._next_poll = now + self.opts.poll_sweep_interval
-            for channel in self.channels:
-                channel._ready.update(q for q in channel._active_queues if q not in channel._fanout_queues)
-        if now >= self._next_visibility:
-            self._next_visibility = now + self.opts.sweep_interval
-            for channel in self.channels:
-                if channel._active_queues:
-                    try:
-                        channel.restore_visible()
-                    except BrokerUnavailable as exc:
-                        self._broken(exc)
-        channels = [c for c in self.channels if c._consumers and c._ready]
-        for i in range(len(channels)):
-            channel = channels[(self._chan_rr + i) % len(channels)]
-            if not channel.qos.can_consume():
-                continue
-            try:
-                if channel.deliver_one():
-                    self._chan_rr += i + 1
-                    self._broken_since = None
-                    return True
-            except BrokerUnavailable as exc:
-                self._broken(exc)
-        return False
+        return self.router.run_script(name, keys_, args, wait_kind=wait_kind, deadline=deadline)
 
     def drain_events(self, connection, timeout=None):
-        deadline = None if timeout is None else monotonic() + timeout
-        while True:
-            if self._drain_once():
-                return
-            now = monotonic()
-            if deadline is not None and now >= deadline:
-                raise TimeoutError()
-            wait = max(self._next_poll - now, 0.0)
-            if deadline is not None:
-                wait = min(wait, deadline - now)
-            if self._subs_dirty:
-                wait = min(wait, 0.2)
-            self._wait(wait)
-
-    def _wait(self, timeout: float) -> None:
-        fds = [self._wake_r] if self._wake_r >= 0 else []
-        for ps in self._pubsubs.values():
-            conn = ps.connection
-            sock = getattr(conn, "_sock", None) if conn is not None else None
-            if sock is not None:
-                fds.append(sock)
-        try:
-            readable, _, _ = select.select(fds, [], [], timeout)
-        except (OSError, ValueError):  # a socket closed under us: the next read reports it
-            return
-        if self._wake_r in readable:
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except (BlockingIOError, OSError):
-                pass
+        if self.drain is None:
+            raise BrokerUnavailable("broker connection is closed")
+        self.drain.drain_events(timeout)
 
     @property
     def default_connection_params(self):

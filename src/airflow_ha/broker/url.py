@@ -17,20 +17,14 @@ import ssl
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote
 
+from airflow_ha.broker.options import URL_KEYS
+
 SCHEMES = ("rediscluster", "redisclusters")
 DEFAULT_PORT = 6379
 
 SSL_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
-# Query options accepted besides TLS ones; each maps to a transport option of the same name.
-URL_TRANSPORT_OPTIONS = (
-    "visibility_timeout",
-    "socket_timeout",
-    "socket_connect_timeout",
-    "failover_timeout",
-    "replication_wait_replicas",
-    "replication_wait_timeout_ms",
-    "replication_wait_policy",
-)
+# Query options accepted besides TLS ones: every transport option (one definition: BrokerOptions).
+URL_TRANSPORT_OPTIONS = URL_KEYS
 _CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -102,13 +96,24 @@ def _bool(name: str, value: str) -> bool:
 
 def parse(url: str) -> ClusterURL:
     """Parse ``url``; raise :class:`BrokerURLError` naming the problem."""
-    if not isinstance(url, str) or "://" not in url:
-        raise BrokerURLError(f"not a broker URL: {url!r} (want rediscluster://[:password@]host:port,host:port,...)")
+    if not isinstance(url, str) or "://" not in url:  # the text is not echoed: it may hold the password
+        raise BrokerURLError(
+            f"not a broker URL ({type(url).__name__} without '://'): want rediscluster://[:password@]host:port,..."
+        )
     scheme, rest = url.split("://", 1)
     scheme = scheme.lower()
     if scheme not in SCHEMES:
-        raise BrokerURLError(f"unsupported scheme {scheme!r}: use one of {', '.join(s + '://' for s in SCHEMES)}")
+        shown = scheme if scheme.isascii() and scheme.replace("+", "").replace("-", "").isalnum() else "(unreadable)"
+        raise BrokerURLError(f"unsupported scheme {shown!r}: use one of {', '.join(s + '://' for s in SCHEMES)}")
     safe = f"{scheme}://..."  # never echo the password
+    authority_end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    if "@" in rest[authority_end:]:
+        # e.g. rediscluster://:pa/ss@host: the password's own '/' ended the host list early; nothing after
+        # this point is echoed, since any of it may be part of the password
+        raise BrokerURLError(
+            f"{safe}: '@' after the host list: a password (or user) containing '/', '?' or '#' must be "
+            "URL-encoded (%2F, %3F, %23; also %40 for '@', %3A for ':' and %25 for '%')"
+        )
     rest, _, query = rest.partition("?")
     rest, _, _fragment = rest.partition("#")
     authority, _, path = rest.partition("/")

@@ -376,6 +376,9 @@ def _longest_gap(acked_at: list[float]) -> float:
     return max((b - a for a, b in itertools.pairwise(acked_at)), default=0.0)
 
 
+CHART_DEFAULTS = "chart-defaults"
+
+
 def split_brain(
     backend: KubernetesBackend,
     nodes: NodeControl,
@@ -385,8 +388,12 @@ def split_brain(
 ) -> ScenarioResult:
     """Publishers on both sides of a cut-off Redis master; count every message id after ``heal``.
 
-    ``policy``: the publishers' ``replication_wait_policy`` with WAIT for 1 replica (``auto``, ``raise``,
-    ``warn``), or None for no WAIT at all (the mitigation off).
+    ``policy``: :data:`CHART_DEFAULTS` — the probe publishers run with the release's own broker config
+    (``[celery] broker_url`` as the chart rendered it, no option of their own) AND DAG runs are triggered
+    through the API before, during and after the cut, so tasks are published by the release's schedulers
+    with the release's config; every run must succeed. Otherwise the publishers' ``replication_wait_policy``
+    with WAIT for 1 replica (``auto``, ``raise``, ``warn``), or None for no WAIT at all (the mitigation off),
+    set with ``--option``: comparisons, not the product's path.
     """
     label = f"split-brain-wait-{policy}" if policy else "split-brain-no-wait"
     view = ClusterView(backend)
@@ -396,11 +403,17 @@ def split_brain(
     master = view.ensure_master_on(target)
     queue = _queue_on(view, master)
     other = sorted({p.spec.node_name for p in view.pods("redis")} - {target})[0]
-    options = (
-        ["replication_wait_replicas=1", f"replication_wait_policy={policy}", "replication_wait_timeout_ms=500"]
-        if policy
-        else ["replication_wait_replicas=0"]
-    )
+    if policy == CHART_DEFAULTS:
+        label, options = "split-brain-chart-defaults", []
+    elif policy:
+        options = [
+            "replication_wait_replicas=1",
+            f"replication_wait_policy={policy}",
+            "replication_wait_timeout_ms=500",
+        ]
+    else:
+        options = ["replication_wait_replicas=0"]
+    workload = Workload(backend, label, seconds=1.0) if policy == CHART_DEFAULTS else None
     before, after = 10.0, 20.0
     publish_seconds = before + cut_seconds + after
     args = ["airflow-ha", "broker-probe", "publish", "--queue", queue, "--seconds", str(publish_seconds)]
@@ -419,14 +432,23 @@ def split_brain(
             )
 
         wait_for(publishing, 180, "both probe publishers acknowledged", interval=1)
+        if workload is not None:
+            backend.avoid_nodes = {target}  # the API and DB forwards go to pods off the node being cut
+            backend.reconnect()
+            workload.trigger(2)
         time.sleep(before)
         cut_at = time.monotonic()
         nodes.partition(target)
         try:
-            time.sleep(cut_seconds)
+            while time.monotonic() - cut_at < cut_seconds:
+                if workload is not None:  # runs scheduled while the master is cut off and failing over
+                    _trigger_quietly(workload)
+                time.sleep(5.0 if workload is not None else cut_seconds)
         finally:
             nodes.heal(target)
         healed = time.monotonic()
+        if workload is not None:
+            workload.trigger(2)
         wait_for(
             lambda: all(pods.phase(p) in ("Succeeded", "Failed") for p in (inside, outside)),
             publish_seconds + 300,
@@ -434,7 +456,11 @@ def split_brain(
             interval=3,
         )
         logs = {p: pods.logs(p) for p in (inside, outside)}
+        states = {}
+        if workload is not None:
+            states = backend.api.wait_for_runs([(workload.dag_id, r) for r in workload.runs], scenarios.RUN_TIMEOUT)
         backend.recover()
+        backend.avoid_nodes = set()
         promoted = view.pod_name(next(n for n in view.redis_nodes() if _slot_in_node(view, n, queue)))
         drainer = pods.start(
             f"probe-drain-{suffix}",
@@ -444,6 +470,7 @@ def split_brain(
         wait_for(lambda: pods.phase(drainer) in ("Succeeded", "Failed"), 600, "the drain to finish", interval=3)
         received = json.loads(pods.logs(drainer).strip().splitlines()[-1])["received"]
     finally:
+        backend.avoid_nodes = set()
         pods.delete_all()
     acked: list[str] = []
     summaries = {}
@@ -460,15 +487,16 @@ def split_brain(
     lost_inside = sum(1 for m in lost if m.startswith("in-"))
     duplicated = len(received) - len(set(received))
     refused = sum(s["errors"] for s in summaries.values())
+    config = ", ".join(options) or "the release's own broker config (chart defaults)"
     notes = [
         f"cut off {target} (Redis master {master}, owner of queue {queue}) for {cut_seconds:.0f}s with "
-        f"{', '.join(options)}; publishers at {rate:g}/s on {target} and {other}: {len(acked)} acknowledged, "
+        f"{config}; publishers at {rate:g}/s on {target} and {other}: {len(acked)} acknowledged, "
         f"{refused} refused and re-sent, {len(received)} received after heal, {len(lost)} lost "
         f"({lost_inside} from the cut-off side), {duplicated} duplicated; slot owner after heal: {promoted}; "
         f"longest publish gap: {gaps[inside]:.1f}s inside, {gaps[outside]:.1f}s outside; healed "
         f"{healed - cut_at:.0f}s after the cut"
     ]
-    return ScenarioResult(
+    probe = ScenarioResult(
         scenario=label,
         backend=backend.name,
         dag_runs=0,
@@ -481,6 +509,30 @@ def split_brain(
         recovery_seconds=gaps[outside],
         notes=notes,
     )
+    if workload is None:
+        return probe
+    airflow = workload.result(gaps[outside], states, [])
+    probe.dag_runs, probe.dag_runs_succeeded = airflow.dag_runs, airflow.dag_runs_succeeded
+    probe.tasks_expected += airflow.tasks_expected
+    probe.tasks_succeeded += airflow.tasks_succeeded
+    probe.tasks_retried += airflow.tasks_retried
+    probe.tasks_duplicated += airflow.tasks_duplicated
+    probe.tasks_lost += airflow.tasks_lost
+    probe.notes.append(
+        f"through Airflow: {airflow.dag_runs} probe DAG runs ({len(scenarios.PROBE_QUEUES)} queues, one of them "
+        f"on the cut-off master) triggered before, during and after the cut: {airflow.dag_runs_succeeded} "
+        f"succeeded, {airflow.tasks_succeeded} of {airflow.tasks_expected} tasks, {airflow.tasks_retried} "
+        f"retried, {airflow.tasks_lost} lost"
+    )
+    return probe
+
+
+def _trigger_quietly(workload: Workload) -> None:
+    """Trigger a run; an API answer lost to the cut (its forward re-pointed meanwhile) is not a failure."""
+    try:
+        workload.trigger(1)
+    except Exception as exc:  # the run may or may not exist: only triggered runs are counted
+        print(f"[split-brain] trigger during the cut failed ({type(exc).__name__}: {exc}); carrying on", flush=True)
 
 
 def _slot_in_node(view: ClusterView, node, queue: str) -> bool:

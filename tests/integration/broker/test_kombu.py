@@ -201,7 +201,8 @@ def _pings(port):
         return False
 
 
-def test_uncovered_slots_are_named(tmp_path):
+def test_uncovered_slots_are_named_and_retried(tmp_path):
+    """Slots without an owner may be a cluster being created or repaired: retried, with the state named."""
     from airflow_ha.local.process import wait_until
     from airflow_ha.local.redis_cluster import RedisCluster
 
@@ -214,14 +215,14 @@ def test_uncovered_slots_are_named(tmp_path):
         wait_until(lambda: all(n.cluster_info()["cluster_state"] == "fail" for n in cluster.nodes), 30,
                    "cluster_state:fail everywhere")  # fmt: skip
         exc = _no_hang(lambda: Connection(cluster.url()).connect())
-        assert isinstance(exc, BrokerClusterError), exc
+        assert isinstance(exc, BrokerUnavailable) and not isinstance(exc, BrokerClusterError), exc
         assert "cluster_state=fail" in str(exc) and "16284 of 16384 slots assigned" in str(exc)
     finally:
         cluster.stop()
 
 
-def test_consumer_is_woken_by_sharded_pubsub_on_every_master(redis_cluster):
-    """With the safety sweep effectively off, only SSUBSCRIBE notifications can deliver these messages."""
+def test_consumer_is_woken_by_wake_tokens_on_every_master(redis_cluster):
+    """With the safety read effectively off, only the wake tokens (BLPOP) can deliver these messages."""
     from tests.unit.broker.test_keys import QUEUES
 
     names = [f"{q}" for q in QUEUES]
@@ -267,7 +268,7 @@ def test_cluster_failing_with_every_slot_owned_is_retried_not_fatal(tmp_path):
                        "cluster_state:fail on the other masters")  # fmt: skip
             exc = _no_hang(lambda: Connection(cluster.url(), transport_options={"socket_connect_timeout": 1}).connect())
             assert isinstance(exc, BrokerUnavailable) and not isinstance(exc, BrokerClusterError), exc
-            assert "failover or a partition under way" in str(exc) and "16384 of 16384 slots assigned" in str(exc)
+            assert "failing over or partitioned" in str(exc) and "16384 of 16384 slots assigned" in str(exc)
         finally:
             os.kill(frozen.proc.pid, signal.SIGCONT)
         wait_until(lambda: all(n.cluster_info()["cluster_state"] == "ok" for n in cluster.nodes), 30, "cluster ok")

@@ -1,4 +1,9 @@
-"""airflow_ha.broker.celery_config: what the chart points [celery] celery_config_options at."""
+"""airflow_ha.broker.celery_config: what the chart points [celery] celery_config_options at.
+
+Each case runs in a fresh interpreter with Airflow's own configuration from the environment, builds
+Airflow's own Celery app (``celery_executor_utils.app``) and reads the options its transport resolves,
+the way a scheduler or worker of the release does.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +15,22 @@ import sys
 SCRIPT = """
 import json
 from kombu.transport import TRANSPORT_ALIASES
+from airflow.providers.celery.executors.celery_executor_utils import app
 from airflow_ha.broker.celery_config import CELERY_CONFIG
-print(json.dumps({"alias": TRANSPORT_ALIASES.get("rediscluster"), "broker_url": CELERY_CONFIG["broker_url"],
-                  "options": CELERY_CONFIG["broker_transport_options"],
-                  "acks_late": CELERY_CONFIG["task_acks_late"], "backend": CELERY_CONFIG["result_backend"]}))
+conn = app.connection_for_write()
+print(json.dumps({"alias": TRANSPORT_ALIASES.get("rediscluster"), "broker_url": app.conf.broker_url,
+                  "set": CELERY_CONFIG["broker_transport_options"], "effective": conn.transport.opts.as_dict(),
+                  "acks_late": app.conf.task_acks_late, "backend": CELERY_CONFIG["result_backend"]}))
 """
 
 
-def _load(tmp_path, **env) -> dict:
+def load(tmp_path, url="rediscluster://:pw@a:1,b:2", **env) -> dict:
     full = {
         **os.environ,
         "AIRFLOW_HOME": str(tmp_path),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "mysql+mysqldb://u:p@127.0.0.1:1/airflow",
-        "AIRFLOW__CELERY__BROKER_URL": "rediscluster://:pw@a:1,b:2",
+        "AIRFLOW__CELERY__BROKER_URL": url,
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "airflow_ha.broker.celery_config.CELERY_CONFIG",
         **env,
     }
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=full, capture_output=True, text=True, timeout=300)
@@ -31,20 +39,28 @@ def _load(tmp_path, **env) -> dict:
 
 
 def test_config_registers_alias_and_keeps_airflow_defaults(tmp_path):
-    loaded = _load(tmp_path)
+    loaded = load(tmp_path)
     assert loaded["alias"] == "airflow_ha.broker.transport:Transport"
     assert loaded["broker_url"] == "rediscluster://:pw@a:1,b:2"
     assert loaded["acks_late"] is True
     assert loaded["backend"].startswith("db+mysql")  # the result backend stays the metadata database
-    assert loaded["options"]["replication_wait_replicas"] == 1
-    assert float(loaded["options"]["visibility_timeout"]) == 86400
+    assert loaded["set"] == {}  # nothing set by the library: its defaults must not beat the URL
+    assert loaded["effective"]["replication_wait_policy"] == "auto"
+    assert loaded["effective"]["visibility_timeout"] == 86400
 
 
-def test_airflow_transport_options_win(tmp_path):
-    loaded = _load(
+def test_url_query_beats_defaults_and_airflow_section_beats_url(tmp_path):
+    url = "rediscluster://:pw@a:1,b:2?replication_wait_policy=raise&poll_sweep_interval=0.5&visibility_timeout=600"
+    from_url = load(tmp_path, url)["effective"]
+    assert from_url["replication_wait_policy"] == "raise"
+    assert from_url["poll_sweep_interval"] == 0.5
+    assert from_url["visibility_timeout"] == 600
+    user = load(
         tmp_path,
-        AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT="600",
-        AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__REPLICATION_WAIT_POLICY="raise",
-    )
-    assert float(loaded["options"]["visibility_timeout"]) == 600
-    assert loaded["options"]["replication_wait_policy"] == "raise"
+        url,
+        AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__REPLICATION_WAIT_POLICY="warn",
+        AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT="7200",
+    )["effective"]
+    assert user["replication_wait_policy"] == "warn"  # [celery_broker_transport_options] wins
+    assert user["visibility_timeout"] == 7200
+    assert user["poll_sweep_interval"] == 0.5  # what the user did not set still comes from the URL

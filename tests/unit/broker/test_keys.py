@@ -18,7 +18,7 @@ def _master(slot: int) -> int:
 
 def test_all_keys_of_a_queue_share_one_slot():
     for queue in (*QUEUES, "with.dots", "x{y}z", "", "reply.celery.pidbox"):
-        names = [*keys.queue_keys(queue), keys.notify_channel(queue)]
+        names = [*keys.queue_keys(queue), keys.wake_list(queue)]
         slots = {key_slot(k.encode()) for k in names}
         assert len(slots) == 1, (queue, names, slots)
         assert keys.queue_slot(queue) in slots
@@ -34,7 +34,7 @@ def test_priority_steps_match_kombu_redis():
     assert list(keys.PRIORITY_STEPS) == PRIORITY_STEPS
     assert [keys.step_for(p) for p in range(10)] == [0, 0, 0, 3, 3, 3, 6, 6, 6, 9]
     # serving order: lists for step 0 first, like kombu's redis transport
-    assert keys.queue_keys("q")[2:] == [keys.priority_list("q", s) for s in (0, 3, 6, 9)]
+    assert keys.queue_keys("q")[3:] == [keys.priority_list("q", s) for s in (0, 3, 6, 9)]
 
 
 def test_binding_table_and_fanout_channel_are_hash_tagged():
