@@ -10,7 +10,7 @@ Variants, each in a fresh subprocess so CPU time is its own:
                    standing in for the worker slot each would hold (a real deployment runs a process per
                    slot, so this understates their cost).
 
-Two kinds of target: marker files (``edw.NNNN.job`` in one directory) and job-history rows in a MariaDB
+Two kinds of target: marker files (``edw.NNNN.job`` in one directory) and job-history rows in a MySQL
 table (``SqlSensor`` has no deferrable mode in Airflow 3.3.2's common-sql provider, so that row has no
 deferrable variant). Nothing is ready during the measurement; reported per poke interval: pokes (target
 checks), file-system calls or SQL statements, and CPU seconds of the process. Ratios are against the
@@ -230,12 +230,12 @@ def main(argv: list[str]) -> int:
         print(json.dumps(child(args)))
         return 0
 
-    from airflow_ha.local.mariadb import MariaDB
+    from airflow_ha.local.mysql import MySQL
 
     base = Path(tempfile.mkdtemp(prefix="bench-sensors-"))
     marker_dir = base / "markers"
     marker_dir.mkdir()
-    db = MariaDB(base / "mariadb", password=secrets.token_hex(8))
+    db = MySQL(base / "mysql", password=secrets.token_hex(8))
     db.start()
     try:
         db.root_sql("SET GLOBAL max_connections = 2000")

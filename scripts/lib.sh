@@ -8,9 +8,10 @@ KUBECTL="$ROOT/.tools/bin/kubectl"
 HELM="$ROOT/.tools/bin/helm"
 VERSION="$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -1)"
 AIRFLOW_IMAGE="${AIRFLOW_HA_AIRFLOW_IMAGE:-airflow-ha/airflow:$VERSION}"
-REDIS_IMAGE="${AIRFLOW_HA_REDIS_IMAGE:-airflow-ha/redis:7}"
-MARIADB_IMAGE="${AIRFLOW_HA_MARIADB_IMAGE:-airflow-ha/mariadb:10.11}"
-BASE_IMAGE="${AIRFLOW_HA_BASE_IMAGE:-airflow-ha/debian:bookworm}"
+REDIS_IMAGE="${AIRFLOW_HA_REDIS_IMAGE:-airflow-ha/redis:8}"
+MYSQL_IMAGE="${AIRFLOW_HA_MYSQL_IMAGE:-airflow-ha/mysql:9.7}"
+BASE_IMAGE="${AIRFLOW_HA_BASE_IMAGE:-airflow-ha/debian:bookworm}"                 # the Airflow image's
+SERVER_BASE_IMAGE="${AIRFLOW_HA_SERVER_BASE_IMAGE:-airflow-ha/debian:unstable}"   # Redis 8, MySQL 9.7
 RELEASE="${AIRFLOW_HA_RELEASE:-airflow-ha}"
 NAMESPACE="${AIRFLOW_HA_NAMESPACE:-airflow-ha}"
 KIND_CLUSTER="${AIRFLOW_HA_KIND_CLUSTER:-airflow-ha}"

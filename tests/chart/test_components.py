@@ -384,7 +384,7 @@ def test_redis_bootstrap_job(default, render):
 def test_mysql(default):
     spec = pod(default, "StatefulSet", f"{R}-mysql")
     c = container(spec, "mysql")
-    assert c["image"] == "mysql:8.4"
+    assert c["image"] == "mysql:9.7"
     assert ports(c) == {3306}
     env = env_of(c)
     for var in ("MYSQL_ROOT_PASSWORD", "MYSQL_PASSWORD"):
@@ -401,7 +401,7 @@ def test_mysql(default):
 def test_kubeone_profile(render):
     rendered = render("kubeone.yaml")
     images = {c["image"] for _, spec in rendered.pod_specs() for c in spec["containers"]}
-    assert images == {"airflow-ha/airflow:0.1.0", "airflow-ha/redis:7", "airflow-ha/mariadb:10.11"}
+    assert images == {"airflow-ha/airflow:0.1.0", "airflow-ha/redis:8", "airflow-ha/mysql:9.7"}
     for name, spec in rendered.pod_specs():
         for c in spec.get("initContainers", []) + spec["containers"]:
             assert c["imagePullPolicy"] == "IfNotPresent", name

@@ -1,4 +1,4 @@
-"""``airflow db migrate`` on the MariaDB fixture reaches Airflow 3.3.2's schema head."""
+"""``airflow db migrate`` on the MySQL fixture reaches Airflow 3.3.2's schema head."""
 
 from __future__ import annotations
 

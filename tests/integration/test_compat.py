@@ -1,4 +1,4 @@
-"""The compatibility fixes in airflow_ha.compat, exercised on the real MariaDB and Celery 5.7."""
+"""The compatibility fixes in airflow_ha.compat, exercised on the real MySQL 9.7 and Celery 5.7."""
 
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ print(states["compat-failed"][0], states["compat-done"][0])
     assert result.stdout.split()[-2:] == ["FAILURE", "SUCCESS"]
 
 
-def test_scheduler_orphans_unreferenced_assets_on_mariadb(airflow_db):
-    """MariaDB rejects WITH ... DELETE; the scheduler's asset orphanage must still work there."""
+def test_scheduler_orphans_unreferenced_assets(airflow_db):
+    """The scheduler's asset orphanage (a ``WITH ... DELETE`` on MySQL) runs as released on MySQL 9.7."""
     script = r"""
 import airflow_ha.provider
 from airflow.utils.session import create_session
@@ -96,9 +96,9 @@ except Exception as exc:
 
 
 @pytest.mark.parametrize(("variant", "expected"), [("stock", "RESULT OperationalError 2013"), ("fixed", "RESULT 2")])
-def test_forked_child_cannot_close_the_parents_mysql_connection(mariadb, variant, expected):
+def test_forked_child_cannot_close_the_parents_mysql_connection(mysql, variant, expected):
     result = subprocess.run(
-        [sys.executable, "-c", FORK_SCRIPT, mariadb.sqlalchemy_url, variant],
+        [sys.executable, "-c", FORK_SCRIPT, mysql.sqlalchemy_url, variant],
         capture_output=True,
         text=True,
         timeout=120,

@@ -7,7 +7,7 @@ newest successful business date (its *watermark*) tells how far it has got, and 
 for the job itself and all its upstreams.
 
 Nothing here imports Airflow: the functions take a DB-API hook (anything with ``get_conn()``, e.g.
-an Airflow ``DbApiHook``), so they are tested on sqlite3 and run on MySQL/MariaDB the same way.
+an Airflow ``DbApiHook``), so they are tested on sqlite3 and run on MySQL the same way.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The local backend: the whole topology as real processes on 127.0.0.1.
 
-Redis Cluster (6 redis-server), MariaDB, and the Airflow components of :class:`LocalAirflow`.
+Redis Cluster (6 redis-server), MySQL, and the Airflow components of :class:`LocalAirflow`.
 A supervisor thread restarts an Airflow process that exits, after a short delay, as the kubelet
 restarts a container or a controller replaces a pod; so "no manual step" means the same here as on
 Kubernetes. Redis nodes and the database are brought back only by :meth:`recover` and
@@ -22,7 +22,7 @@ from airflow_ha.failover.api import AirflowAPI
 from airflow_ha.failover.backend import fetch_all
 from airflow_ha.failover.scenarios import PROBE_DAG, PROBE_QUEUES, wait_for
 from airflow_ha.local.airflow import Component, LocalAirflow
-from airflow_ha.local.mariadb import MariaDB
+from airflow_ha.local.mysql import MySQL
 from airflow_ha.local.redis_cluster import RedisCluster
 
 RESTART_DELAY = 3.0  # about what a replacement pod takes to be scheduled and started
@@ -48,7 +48,7 @@ class LocalBackend:
         """``broker_url_for(cluster)`` returns the Celery broker URL for the started Redis Cluster."""
         self.base_dir = base_dir
         self.redis = RedisCluster(base_dir / "redis", password=secrets.token_hex(12))
-        self.db = MariaDB(base_dir / "mariadb", password=secrets.token_hex(12))
+        self.db = MySQL(base_dir / "mysql", password=secrets.token_hex(12))
         self.dags_folder = dags_folder
         self.broker_url_for = broker_url_for
         self.sensor_shards = sensor_shards

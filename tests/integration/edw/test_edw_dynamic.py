@@ -1,4 +1,4 @@
-"""``dag.test()`` of catalogue-built EDW DAGs (dags/edw_dynamic.py) on the MariaDB fixture.
+"""``dag.test()`` of catalogue-built EDW DAGs (dags/edw_dynamic.py) on the MySQL fixture.
 
 The EDW database is a second database on the fixture's server (connection ``edw_db`` given as
 ``AIRFLOW_CONN_EDW_DB``); the test writes the job history, points ``AIRFLOW_HA_EDW_CATALOGUE`` at a
@@ -79,21 +79,21 @@ for dag_id in sys.argv[3:]:
 """
 
 
-def _sql(mariadb, sql: str) -> list[list[str]]:
-    out = mariadb.root_sql(f"USE `{EDW_DATABASE}`; {sql}").stdout
+def _sql(mysql, sql: str) -> list[list[str]]:
+    out = mysql.root_sql(f"USE `{EDW_DATABASE}`; {sql}").stdout
     return [line.split("\t") for line in out.splitlines() if line]
 
 
 @pytest.fixture(scope="module")
-def edw_run(airflow_db, mariadb, tmp_path_factory):
-    mariadb.root_sql(
+def edw_run(airflow_db, mysql, tmp_path_factory):
+    mysql.root_sql(
         f"CREATE DATABASE IF NOT EXISTS `{EDW_DATABASE}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;"
-        f"GRANT ALL PRIVILEGES ON `{EDW_DATABASE}`.* TO '{mariadb.user}'@'%';"
-        f"GRANT ALL PRIVILEGES ON `{EDW_DATABASE}`.* TO '{mariadb.user}'@'localhost';"
+        f"GRANT ALL PRIVILEGES ON `{EDW_DATABASE}`.* TO '{mysql.user}'@'%';"
+        f"GRANT ALL PRIVILEGES ON `{EDW_DATABASE}`.* TO '{mysql.user}'@'localhost';"
         "FLUSH PRIVILEGES;"
     )
     _sql(
-        mariadb,
+        mysql,
         textwrap.dedent("""
         DROP TABLE IF EXISTS edw_job_history, edw_test_load;
         CREATE TABLE edw_job_history (
@@ -116,7 +116,7 @@ def edw_run(airflow_db, mariadb, tmp_path_factory):
     catalogue.write_text(CATALOGUE)
     env = {
         **airflow_db,
-        "AIRFLOW_CONN_EDW_DB": f"mysql://{mariadb.user}:{mariadb.password}@127.0.0.1:{mariadb.port}/{EDW_DATABASE}",
+        "AIRFLOW_CONN_EDW_DB": f"mysql://{mysql.user}:{mysql.password}@127.0.0.1:{mysql.port}/{EDW_DATABASE}",
         "AIRFLOW_HA_EDW_CATALOGUE": str(catalogue),
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
     }
@@ -144,7 +144,7 @@ def edw_run(airflow_db, mariadb, tmp_path_factory):
     return {"runs": runs, "output": output}
 
 
-def test_catch_up_runs_exactly_the_missed_business_days(edw_run, mariadb):
+def test_catch_up_runs_exactly_the_missed_business_days(edw_run, mysql):
     first = edw_run["runs"][0]
     assert first == {
         "dag_id": "edw_dyn_t001",
@@ -152,14 +152,14 @@ def test_catch_up_runs_exactly_the_missed_business_days(edw_run, mariadb):
         "tis": {"check_upstreams": "success", "catch_up": "success"},
     }, edw_run["output"][-6000:]
     # Monday then Tuesday, each task in catalogue order; previous business date skips the holiday.
-    assert _sql(mariadb, "SELECT business_date, previous_business_date, task_id FROM edw_test_load ORDER BY id") == [
+    assert _sql(mysql, "SELECT business_date, previous_business_date, task_id FROM edw_test_load ORDER BY id") == [
         ["2026-12-28", "2026-12-24", "stage"],
         ["2026-12-28", "2026-12-24", "publish"],
         ["2026-12-29", "2026-12-28", "stage"],
         ["2026-12-29", "2026-12-28", "publish"],
     ]
     assert _sql(
-        mariadb,
+        mysql,
         "SELECT business_date, status FROM edw_job_history WHERE job_name = 'edw.t001' ORDER BY business_date, status",
     ) == [
         ["2026-12-22", "success"],
@@ -178,15 +178,15 @@ def test_the_same_run_again_has_nothing_left_to_run(edw_run):
     # Row counts were asserted above after both runs: the second one wrote nothing.
 
 
-def test_job_with_an_upstream_not_done_does_not_run(edw_run, mariadb):
+def test_job_with_an_upstream_not_done_does_not_run(edw_run, mysql):
     third = edw_run["runs"][2]
     assert third == {
         "dag_id": "edw_dyn_t002",
         "state": "failed",
         "tis": {"check_upstreams": "failed", "catch_up": "upstream_failed"},
     }, edw_run["output"][-6000:]
-    assert _sql(mariadb, "SELECT COUNT(*) FROM edw_test_load WHERE job_name = 'edw.t002'") == [["0"]]
-    assert _sql(mariadb, "SELECT business_date, status FROM edw_job_history WHERE job_name = 'edw.t002'") == [
+    assert _sql(mysql, "SELECT COUNT(*) FROM edw_test_load WHERE job_name = 'edw.t002'") == [["0"]]
+    assert _sql(mysql, "SELECT business_date, status FROM edw_job_history WHERE job_name = 'edw.t002'") == [
         ["2026-12-24", "success"]
     ]
     assert (

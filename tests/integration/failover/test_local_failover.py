@@ -21,8 +21,8 @@ RESULTS: list = []
 
 
 @pytest.fixture(scope="module")
-def local_backend(tmp_path_factory, redis_cluster, mariadb):
-    # redis_cluster/mariadb are requested only so missing binaries skip (or, in CI, fail) with the
+def local_backend(tmp_path_factory, redis_cluster, mysql):
+    # redis_cluster/mysql are requested only so missing binaries skip (or, in CI, fail) with the
     # fixtures' message; the backend runs its own servers, since scenarios kill and restart them.
     backend = LocalBackend(
         tmp_path_factory.mktemp("failover-local"),

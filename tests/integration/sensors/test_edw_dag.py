@@ -1,4 +1,4 @@
-"""``dag.test()`` of an EDW job DAG (dags/edw_sensors.py) on the MariaDB fixture.
+"""``dag.test()`` of an EDW job DAG (dags/edw_sensors.py) on the MySQL fixture.
 
 The test writes the upstream markers and the source feed's job-history row, runs ``edw_d_0000`` for
 one business day in-process (its smart-sensor triggers run inline, on the same poke hub a shard uses),
@@ -30,9 +30,9 @@ print("RESULT", run.state, sorted(states.items()))
 """
 
 
-def test_edw_job_runs_after_its_upstreams(airflow_db, mariadb, tmp_path):
-    edw_uri = mariadb.create_database("edw")
-    mariadb.root_sql(
+def test_edw_job_runs_after_its_upstreams(airflow_db, mysql, tmp_path):
+    edw_uri = mysql.create_database("edw")
+    mysql.root_sql(
         "CREATE TABLE IF NOT EXISTS edw.edw_job_history (job_name VARCHAR(64), business_date DATE, "
         "status VARCHAR(16), finished_at DATETIME); "
         "DELETE FROM edw.edw_job_history; "

@@ -1,4 +1,4 @@
-"""Smart sensors on real Airflow processes: MariaDB, a 3+3 Redis Cluster broker, api-server, a
+"""Smart sensors on real Airflow processes: MySQL, a 3+3 Redis Cluster broker, api-server, a
 scheduler, ONE Celery worker with 4 slots, and 2 sensor-shard triggerers (``airflow-ha sensor-shard``).
 
 50 sensor tasks in 5 DAGs wait on 10 upstream markers (5 waiters per marker, as in the seed's
@@ -32,7 +32,7 @@ SHARDS = 2
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory, redis_cluster, mariadb):
+def fleet(tmp_path_factory, redis_cluster, mysql):
     base = tmp_path_factory.mktemp("smart-sensors")
     dags = base / "dags"
     dags.mkdir()

@@ -1,4 +1,4 @@
-"""The two operators of an EDW DAG, in-process on sqlite3 (the MariaDB run is tests/integration/edw)."""
+"""The two operators of an EDW DAG, in-process on sqlite3 (the MySQL run is tests/integration/edw)."""
 
 from __future__ import annotations
 
