@@ -365,3 +365,26 @@ livenessProbe:
   timeoutSeconds: {{ int (default 50 .probe.timeoutSeconds) }}
   failureThreshold: {{ int (default 5 .probe.failureThreshold) }}
 {{- end }}
+
+{{/* A PodDisruptionBudget for one component's pods: dict "root" . "component" C "name" NAME "pdb" VALUES,
+     VALUES = {enabled, minAvailable | maxUnavailable}. `kubectl drain` evicts them one at a time. */}}
+{{- define "airflow-ha.pdb" -}}
+{{- if .pdb.enabled }}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- include "airflow-ha.labels" . | nindent 4 }}
+spec:
+  {{- if hasKey .pdb "minAvailable" }}
+  minAvailable: {{ int .pdb.minAvailable }}
+  {{- else }}
+  maxUnavailable: {{ int (default 1 .pdb.maxUnavailable) }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "airflow-ha.selectorLabels" . | nindent 6 }}
+{{- end }}
+{{- end }}

@@ -137,6 +137,7 @@ class Kube:
     core: object
     batch: object
     apps: object
+    started_here: bool = False  # the cluster was started for this run (and is stopped after it)
 
 
 def _auto_start() -> bool:
@@ -165,7 +166,7 @@ def kube() -> Iterator[Kube]:
             pytest.skip(reason)
         from kubernetes import client
 
-        yield Kube(core=client.CoreV1Api(), batch=client.BatchV1Api(), apps=client.AppsV1Api())
+        yield Kube(core=client.CoreV1Api(), batch=client.BatchV1Api(), apps=client.AppsV1Api(), started_here=started)
     finally:
         if started and not _keep():
             t0 = time.monotonic()
@@ -215,7 +216,10 @@ def release(kube: Kube) -> Iterator[Release]:
         record("scripts/up (build/load images, install, wait)", f"{rel.install_seconds:.0f} s")
         yield rel
     finally:
-        if rel.installed_here and not _keep():
+        if rel.installed_here and not _keep() and kube.started_here:
+            # the cluster itself goes next: waiting minutes for the namespace to terminate first buys nothing
+            record("teardown: helm uninstall", "skipped (the cluster started for the run is stopped next)")
+        elif rel.installed_here and not _keep():
             t0 = time.monotonic()
             stream([REPO_ROOT / "scripts" / "down", "--keep-cluster"], timeout=900)
             record("teardown: helm uninstall (scripts/down --keep-cluster)", f"{time.monotonic() - t0:.0f} s")
