@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import ssl
+from urllib.parse import quote
 
 import pytest
 from kombu import Connection
@@ -90,3 +92,79 @@ def test_celery_accepts_the_url():
     conn = app.connection_for_write()
     assert conn.transport.url.seeds == (("a", 1), ("b", 2))
     assert conn.transport.url.password == "pw"
+
+
+# -- the password never shows in an error; special characters work URL-encoded ------------------------------------
+SECRET = "S3cr3t/pa:ss@w%rd"
+SECRET_Q = quote(SECRET, safe="")  # S3cr3t%2Fpa%3Ass%40w%25rd
+
+
+def _fragments(text: str, n: int = 3) -> set[str]:
+    return {text[i : i + n] for i in range(len(text) - n + 1)}
+
+
+# Every 3-character piece of the password, raw or encoded; a bare escape such as "%2F" tells nothing about it
+FRAGMENTS = _fragments(SECRET) | {f for f in _fragments(SECRET_Q) if not re.fullmatch(r"%[0-9A-F]{2}", f)}
+
+BROKEN = [
+    f"rediscluster://:{SECRET}@h1:1",  # raw: its '/' ends the host list early
+    f"rediscluster://:{SECRET}@h1:1,h2:2",
+    f"rediscluster://user:{SECRET}@h1:bad",
+    f"rediscluster://:{SECRET}",
+    f"rediscluster://:{SECRET.replace('/', '')}@h1:bad",  # raw '@' ':' '%' without '/'
+    f"rediscluster://:{SECRET_Q}@h1:bad",
+    f"rediscluster://:{SECRET_Q}@h1:70000",
+    f"rediscluster://:{SECRET_Q}@h1:1,,h2:2",
+    f"rediscluster://:{SECRET_Q}@:7000",
+    f"rediscluster://:{SECRET_Q}@[::1:7000",
+    f"rediscluster://:{SECRET_Q}@[::1]x:7000",
+    f"rediscluster://:{SECRET_Q}@",
+    f"rediscluster://:{SECRET_Q}@h:1/3",
+    f"rediscluster://:{SECRET_Q}@h:1?colour=red",
+    f"rediscluster://:{SECRET_Q}@h:1?ssl=maybe",
+    f"rediscluster://:{SECRET_Q}@h:1?ssl_cert_reqs=required",
+    f"redisclusters://:{SECRET_Q}@h:1?ssl_cert_reqs=sometimes",
+    f"redis-cluster://:{SECRET_Q}@h:1",
+    f"rediscl{SECRET}://h:1",
+    f":{SECRET_Q}@h1:1,h2:2",
+    f":{SECRET}@h1:1",
+    SECRET,
+]
+
+
+def _chain(exc: BaseException) -> str:
+    texts = []
+    while exc is not None:
+        texts += [str(exc), repr(exc)]
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(texts)
+
+
+@pytest.mark.parametrize("url", BROKEN, ids=range(len(BROKEN)))
+def test_url_errors_never_echo_any_part_of_the_password(url):
+    with pytest.raises(BrokerURLError) as info:
+        parse(url)
+    text = _chain(info.value)
+    leaked = sorted(f for f in FRAGMENTS if f in text)
+    assert not leaked, f"{text!r} leaks {leaked}"
+
+
+@pytest.mark.parametrize("url", BROKEN[:6], ids=range(6))
+def test_kombu_connection_with_a_broken_url_never_echoes_the_password(url):
+    airflow_ha.broker.register()
+    with pytest.raises(BrokerURLError) as info:
+        Connection(url).connect()
+    text = _chain(info.value)
+    assert not [f for f in FRAGMENTS if f in text], text
+
+
+@pytest.mark.parametrize("password", [SECRET, "p@ss", "p:ss", "p/ss", "p%ss", "%40", "a:b@c/d%e?f#g", "@:/%"])
+def test_passwords_with_at_colon_slash_percent_work_url_encoded(password):
+    encoded = quote(password, safe="")
+    url = parse(f"rediscluster://:{encoded}@h1:1,h2:2?visibility_timeout=10")
+    assert url.password == password and url.username is None
+    assert url.seeds == (("h1", 1), ("h2", 2)) and url.options == {"visibility_timeout": "10"}
+    with_user = parse(f"rediscluster://app:{encoded}@h1:1")
+    assert (with_user.username, with_user.password) == ("app", password)
+    assert parse(url.as_uri(include_password=True)) == parse(f"rediscluster://:{encoded}@h1:1,h2:2")
+    assert password not in url.as_uri() and url.redis_kwargs()["password"] == password
