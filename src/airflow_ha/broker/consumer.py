@@ -155,7 +155,9 @@ class Drain:
     def _waiter_failed(self, waiter: Waiter, exc: BaseException) -> None:
         log.warning("broker: waiting on %r failed (%s: %s); refreshing slot map", waiter.queue, type(exc).__name__, exc)
         waiter.drop()
-        waiter.retry_at = monotonic() + RETRY_AFTER
+        # MOVED names the slot's new owner (a reshard, a finished failover): wait there at once
+        moved = isinstance(exc, rexc.MovedError) or str(exc).startswith("MOVED")
+        waiter.retry_at = monotonic() + (0.0 if moved else RETRY_AFTER)
         waiter.channel._ready.add(waiter.queue)  # read the queue meanwhile: nothing waits unseen
         self.router.refresh()
 
@@ -315,8 +317,11 @@ class Drain:
             wait = self.opts.poll_sweep_interval
             if any(c._ready and c._consumers and c.qos.can_consume() for c in self.transport.channels):
                 wait = 0.0  # a failed read left a queue to retry: don't sleep on it
-            if self._subs_dirty or any(not w.armed for w in self._waiters.values()):
-                wait = min(wait, RETRY_AFTER)
+            if self._subs_dirty:  # resubscribe as soon as its back-off allows
+                wait = min(wait, max(self._resubscribe_at - now, 0.0))
+            for waiter in self._waiters.values():  # a failed wait is re-armed when its back-off ends
+                if not waiter.armed and waiter.retry_at > now:
+                    wait = min(wait, waiter.retry_at - now)
             if deadline is not None:
                 wait = min(wait, deadline - now)
             self._wait(max(wait, 0.0))
