@@ -46,6 +46,14 @@ def test_scenario_on_kubernetes(k8s_backend, name):
     assert result.tasks_lost == 0, result
 
 
+def test_frozen_worker_is_not_taken_for_a_lost_one(k8s_backend):
+    """The worker watcher acts on pods that are gone and nodes that are lost, never on a slow worker."""
+    result = scenarios.worker_frozen(k8s_backend)
+    RESULTS.append(result)
+    assert result.dag_runs_succeeded == result.dag_runs, result
+    assert result.tasks_lost == 0 and result.tasks_retried == 0, result
+
+
 # -- whole nodes: need a cluster whose nodes this machine can switch off (../shared/kube as root, or kind) --
 @pytest.fixture(scope="module")
 def node_control(k8s_backend):

@@ -23,6 +23,10 @@ class Backend(Protocol):
     def kill(self, component: str, instance: str) -> None:
         """Kill one instance at once (SIGKILL / pod deleted with no grace), as a crash would."""
 
+    def freeze(self, component: str, instance: str, frozen: bool) -> None:
+        """SIGSTOP (``frozen``) / SIGCONT every process of one instance: slow but alive, not dead.
+        (Kubernetes only: there a watcher could mistake a frozen worker for a lost one.)"""
+
     def recover(self) -> None:
         """Bring killed instances back (locally: start them again; on Kubernetes: controllers do)."""
 

@@ -187,6 +187,12 @@ class KubernetesBackend:
             instance, self.namespace, body=V1DeleteOptions(grace_period_seconds=0, propagation_policy="Background")
         )
 
+    def freeze(self, component: str, instance: str, frozen: bool) -> None:
+        # every process of the pod but its init (tini) and this shell: the pod and its node stay as they are
+        signal = "STOP" if frozen else "CONT"
+        container = component if component != "worker" else "worker"
+        self._kubectl("exec", instance, "-c", container, "--", "sh", "-c", f"kill -{signal} -1 || true")
+
     def _workloads(self) -> list:
         selector = f"app.kubernetes.io/instance={self.release}"
         return [

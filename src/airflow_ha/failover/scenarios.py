@@ -187,14 +187,49 @@ def worker_killed(backend: Backend) -> ScenarioResult:
     started = time.monotonic()
     backend.kill("worker", instance)
 
+    def victims_released() -> bool:  # failed / up for retry / re-queued: no longer "running" on the dead one
+        states = {row[:3]: (row[3], row[5]) for row in workload.work_instances()}
+        return all(states.get(key) != ("running", instance) for key in victims)
+
     def victims_done() -> bool:
         states = {row[:3]: row[3] for row in workload.work_instances()}
         return all(states.get(key) == "success" for key in victims)
 
+    wait_for(victims_released, RUN_TIMEOUT, f"the task(s) that ran on {instance} to be failed for a retry")
+    released = time.monotonic() - started
     wait_for(victims_done, RUN_TIMEOUT, f"the {len(victims)} task(s) that ran on {instance} to succeed again")
     recovery = time.monotonic() - started
-    notes = [f"killed {instance} while it ran {len(victims)} task(s); all re-ran and succeeded"]
+    notes = [
+        f"killed {instance} while it ran {len(victims)} task(s); they were failed for a retry after {released:.1f}s "
+        f"and all re-ran and succeeded after {recovery:.1f}s (each task runs {workload.seconds:g}s)"
+    ]
     return _finish(workload, recovery, notes)
+
+
+def worker_frozen(backend: Backend, frozen_seconds: float = 45.0) -> ScenarioResult:
+    """SIGSTOP a worker running tasks for longer than the lost-worker bound, then SIGCONT: a slow worker is
+    not a dead one, so its tasks must finish on their first try (no false positive of the worker watcher)."""
+    workload = Workload(backend, "worker-frozen", seconds=10.0)
+    workload.trigger(1)
+    running = wait_for(
+        lambda: [row for row in workload.work_instances() if row[3] == "running" and row[5]], 180, "a running task"
+    )
+    instance = running[0][5]
+    victims = [row[:3] for row in workload.work_instances() if row[3] == "running" and row[5] == instance]
+    backend.freeze("worker", instance, True)
+    try:
+        time.sleep(frozen_seconds)
+        states = {row[:3]: row[3] for row in workload.work_instances()}
+        touched = [key for key in victims if states.get(key) != "running"]
+    finally:
+        backend.freeze("worker", instance, False)
+    notes = [
+        f"froze {instance} for {frozen_seconds:.0f}s while it ran {len(victims)} task(s); "
+        f"{len(touched)} of them were taken from it while frozen"
+    ]
+    result = _finish(workload, None, notes)
+    result.tasks_retried = max(result.tasks_retried, len(touched))
+    return result
 
 
 def redis_master_killed(backend: Backend) -> ScenarioResult:
