@@ -84,3 +84,10 @@ def test_node_lost(k8s_backend, node_control):
     RESULTS.append(result)
     assert result.dag_runs_succeeded == result.dag_runs, result
     assert result.tasks_lost == 0, result
+
+
+def test_drain_respects_budgets_and_every_run_succeeds(k8s_backend):
+    result = nodes.drain(k8s_backend)
+    RESULTS.append(result)
+    assert result.dag_runs_succeeded == result.dag_runs, result
+    assert result.tasks_lost == 0, result

@@ -537,3 +537,50 @@ def _trigger_quietly(workload: Workload) -> None:
 
 def _slot_in_node(view: ClusterView, node, queue: str) -> bool:
     return node.role == "master" and not node.failing and node.owns(queue_slot(queue))
+
+
+# -- drain -----------------------------------------------------------------------------------------------
+def drain(backend: KubernetesBackend, timeout_seconds: float = 240.0) -> ScenarioResult:
+    """``kubectl drain`` the busiest node while probe DAG runs are in flight, then ``uncordon`` it.
+
+    The eviction API honours the release's PodDisruptionBudgets, so components lose at most one pod at a
+    time; every run must still succeed. Pods whose volume is bound to the drained node (node-local storage
+    such as local-path: Redis, MySQL) cannot start elsewhere, so with such storage the drain stops at
+    their budget and times out (reported in the notes, as on kind); with network storage it completes.
+    """
+    view = ClusterView(backend)
+    backend.recover()
+    target = _pick_node(view)
+    workload = Workload(backend, "drain", seconds=3.0)
+    workload.trigger(3)
+    wait_for(lambda: workload.succeeded() > 0, 180, "probe tasks to flow")
+    backend.avoid_nodes = {target}
+    backend.reconnect()
+    on_node = sorted(p.metadata.name for p in view.pods() if p.spec.node_name == target)
+    started = time.monotonic()
+    kubectl = [str(backend.kubectl), "drain", target, "--ignore-daemonsets", "--delete-emptydir-data"]
+    kubectl += [f"--timeout={int(timeout_seconds)}s"]
+    proc = subprocess.Popen(kubectl, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        while proc.poll() is None and time.monotonic() - started < timeout_seconds + 30:
+            workload.trigger(1)
+            time.sleep(10)
+        drained = proc.poll() == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out = proc.communicate()[0] if proc.stdout else ""
+        subprocess.run([str(backend.kubectl), "uncordon", target], capture_output=True, text=True, timeout=60)
+    drain_seconds = time.monotonic() - started
+    states = backend.api.wait_for_runs([(workload.dag_id, r) for r in workload.runs], scenarios.RUN_TIMEOUT)
+    backend.recover()
+    backend.avoid_nodes = set()
+    backend.wait_healthy(300)
+    blocked = [line for line in out.splitlines() if "Cannot evict" in line or "disruption budget" in line]
+    notes = [
+        f"drained {target} ({len(on_node)} pods) with runs in flight: "
+        + (f"completed in {drain_seconds:.0f}s" if drained else f"stopped after {drain_seconds:.0f}s")
+        + (f"; the budgets held back evictions {len(blocked)} time(s)" if blocked else "")
+        + ("" if drained else " (pods with node-local volumes cannot move: their budget stops the drain)")
+    ]
+    return workload.result(drain_seconds if drained else None, states, notes)
