@@ -1,6 +1,7 @@
 """Does the broker scale with workers? ``rediscluster://`` (product defaults) vs stock ``redis://``.
 
-``python -m benchmarks broker_scaling [--quick] [--tasks N] [--workers 1,4,8] [--queues 1,6]``
+``python -m benchmarks broker_scaling [--quick] [--tasks=N] [--workers=1,4,8] [--queues=1,6] [--brokers=ours]``
+(``python -m benchmarks`` passes only arguments that start with ``-`` on: write values with ``=``).
 
 Both brokers run in the same run on the same cores (servers started here on 127.0.0.1):
 
