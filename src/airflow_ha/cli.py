@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "airflow_ha.sensors.cli",
     "airflow_ha.broker.cli",
     "airflow_ha.redis_ops.cli",
+    "airflow_ha.mysql_ops.cli",
     "airflow_ha.worker_watch",
 )
 

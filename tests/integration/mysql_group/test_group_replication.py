@@ -1,0 +1,293 @@
+"""The chart's replicated metadata database, locally and for real: 3 mysqld 9.7 with Group Replication
+(single-primary), one ``airflow-ha mysql-agent`` per member and HAProxy checking each agent's ``/primary``.
+
+The tests run in order on one group (module fixture), each printing what it measured:
+bootstrap -> ``airflow db migrate`` through HAProxy -> SIGKILL of the primary under a write loop ->
+SIGKILL of every member and a reboot from the most advanced -> a wiped member back by CLONE.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from airflow_ha.local.debian_root import RootUnavailable
+from airflow_ha.local.mysql_group import MySQLGroup
+from airflow_ha.local.process import ServerStartError, wait_until
+from tests.conftest import _unavailable, airflow_env
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def group(tmp_path_factory):
+    try:
+        g = MySQLGroup(base_dir=tmp_path_factory.mktemp("mysql-group"), password=secrets.token_hex(12))
+    except RootUnavailable as exc:
+        _unavailable(exc)
+    try:
+        try:
+            g.start()
+        except ServerStartError as exc:
+            if "haproxy is not installed" in str(exc):
+                _unavailable(exc)
+            raise
+        yield g
+    finally:
+        g.stop()
+
+
+def proxy_connect(group: MySQLGroup, timeout: int = 2):
+    import MySQLdb
+
+    return MySQLdb.connect(
+        host="127.0.0.1",
+        port=group.proxy_port,
+        user="airflow",
+        passwd=group.password,
+        db="airflow",
+        connect_timeout=timeout,
+        read_timeout=5,
+        write_timeout=5,
+        autocommit=True,
+    )
+
+
+def proxy_server_id(group: MySQLGroup) -> int:
+    conn = proxy_connect(group)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT @@server_id")
+        return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+@dataclass
+class Writer:
+    """Inserts rows through HAProxy as fast as one client can, reconnecting after any error. ``acked``: rows
+    whose COMMIT returned OK (they must survive anything); a row whose commit raised is in doubt (not counted)."""
+
+    group: MySQLGroup
+    acked: list[tuple[int, float]] = field(default_factory=list)  # (seq, time of the OK)
+    errors: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Writer:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        seq = 0
+        conn = None
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = proxy_connect(self.group, timeout=1)
+                seq += 1
+                conn.cursor().execute("INSERT INTO ha_writes (seq) VALUES (%s)", (seq,))
+                self.acked.append((seq, time.monotonic()))
+                time.sleep(0.01)
+            except Exception:
+                self.errors += 1
+                try:
+                    if conn is not None:
+                        conn.close()
+                except Exception:
+                    pass
+                conn = None
+                time.sleep(0.05)
+        if conn is not None:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def gap_after(self, t: float) -> float:
+        """Seconds from the last OK at or before ``t`` to the first OK after it."""
+        before = [at for _, at in self.acked if at <= t]
+        after = [at for _, at in self.acked if at > t]
+        assert before and after, f"no commits around the event ({len(before)} before, {len(after)} after)"
+        return min(after) - max(before)
+
+    def acked_after(self, t: float) -> int:
+        return sum(1 for _, at in self.acked if at > t)
+
+
+def rows_through_proxy(group: MySQLGroup) -> set[int]:
+    conn = proxy_connect(group)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT seq FROM ha_writes")
+        return {int(r[0]) for r in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def wait_proxy_writes(group: MySQLGroup, timeout: float) -> float:
+    started = time.monotonic()
+
+    def writable() -> bool:
+        try:
+            conn = proxy_connect(group, timeout=1)
+        except Exception:
+            return False
+        try:
+            conn.cursor().execute("INSERT INTO ha_writes (seq) VALUES (0)")
+            return True
+        except Exception:
+            return False
+        finally:
+            conn.close()
+
+    wait_until(writable, timeout, "a write through HAProxy", interval=0.2)
+    return time.monotonic() - started
+
+
+def test_first_start_bootstraps_one_group_with_one_primary(group):
+    took = group.wait_online(timeout=180)
+    states = group.states()
+    print(f"\n[gr] first start: 3 members ONLINE {took:.1f} s after the agents started: {states}")
+    assert [i for i, (s, r) in states.items() if r == "PRIMARY"] == [0], "first install: ordinal 0 bootstraps"
+    # one group: every member sees the same three members ONLINE
+    for i in range(group.size):
+        rows = group.sql(i, "SELECT MEMBER_STATE FROM performance_schema.replication_group_members")
+        assert sorted(r[0] for r in rows) == ["ONLINE"] * 3
+    wait_until(lambda: proxy_server_id(group) == 1, 15, "HAProxy routing to member 0", interval=0.2)
+
+
+def test_airflow_db_migrate_through_haproxy(group, tmp_path):
+    group.wait_online(timeout=60)
+    env = airflow_env(tmp_path / "home", group.sqlalchemy_url)
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=900
+    )
+    took = time.monotonic() - started
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    check = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "check-migrations", "--migration-wait-timeout=5"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert check.returncode == 0, check.stderr[-2000:]
+    print(f"\n[gr] airflow db migrate through HAProxy: {took:.1f} s")
+    # replicated to every member
+    for i in range(group.size):
+        n = group.sql(i, "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'airflow'")[0][0]
+        assert n > 50, f"member {i} has {n} Airflow tables"
+    conn = proxy_connect(group)
+    conn.cursor().execute(
+        "CREATE TABLE IF NOT EXISTS ha_writes (id BIGINT AUTO_INCREMENT PRIMARY KEY, seq BIGINT NOT NULL, "
+        "at TIMESTAMP(6) DEFAULT CURRENT_TIMESTAMP(6))"
+    )
+    conn.close()
+
+
+def test_primary_sigkill_elects_a_new_primary_without_losing_a_commit(group):
+    group.wait_online(timeout=60)
+    [old] = group.primaries()
+    writer = Writer(group).start()
+    try:
+        wait_until(lambda: len(writer.acked) >= 100, 30, "100 writes through HAProxy")
+        killed_at = time.monotonic()
+        acked_before = [seq for seq, at in writer.acked if at <= killed_at]
+        group.members[old].kill()
+        wait_until(lambda: len(group.primaries()) == 1, 60, "a new primary", interval=0.1)
+        elected = time.monotonic() - killed_at
+        [new] = group.primaries()
+        wait_until(lambda: writer.acked_after(killed_at) >= 20, 60, "writes through HAProxy after the kill")
+        gap = writer.gap_after(killed_at)
+    finally:
+        writer.stop()
+    assert new != old
+    assert proxy_server_id(group) == new + 1
+    present = rows_through_proxy(group)
+    lost = [s for s in acked_before if s not in present]
+    lost_any = [s for s, _ in writer.acked if s not in present]
+    assert not lost, f"{len(lost)} rows committed before the kill are gone"
+    assert not lost_any, f"{len(lost_any)} acknowledged rows are gone"
+
+    restarted_at = time.monotonic()
+    group.members[old].restart()
+    rejoined = group.wait_online(timeout=120)
+    states = group.states()
+    assert states[old][0] == "ONLINE" and states[new][1] == "PRIMARY"
+    print(
+        f"\n[gr] primary {old} SIGKILLed: member {new} PRIMARY after {elected:.1f} s; write gap through HAProxy "
+        f"{gap:.1f} s; {len(acked_before)} rows committed before the kill, {len(writer.acked)} acknowledged in all, "
+        f"0 lost ({writer.errors} client errors/reconnects); member {old} restarted and ONLINE again "
+        f"{rejoined:.1f} s after its restart (server start + recovery {time.monotonic() - restarted_at:.1f} s)"
+    )
+
+
+def test_full_outage_reboots_from_the_most_advanced_member(group):
+    group.wait_online(timeout=60)
+    [primary] = group.primaries()
+    secondaries = [i for i in range(group.size) if i != primary]
+    writer = Writer(group).start()
+    try:
+        wait_until(lambda: len(writer.acked) >= 50, 30, "50 writes through HAProxy")
+        # The secondaries first: the primary then goes on alone, but can commit nothing without a majority.
+        for i in secondaries:
+            group.members[i].kill()
+        time.sleep(0.5)
+        group.members[primary].kill()
+    finally:
+        writer.stop()
+    acked = [seq for seq, _ in writer.acked]
+    killed_at = time.monotonic()
+    threads = [threading.Thread(target=m.restart) for m in group.members]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    servers_up = time.monotonic() - killed_at
+    rebooted = group.wait_online(timeout=180)
+    writable = wait_proxy_writes(group, 30)
+    present = rows_through_proxy(group)
+    lost = [s for s in acked if s not in present]
+    assert not lost, f"{len(lost)} acknowledged rows lost in the full outage"
+    logs = "\n".join(a.log_path.read_text(errors="replace") for a in group.agents if a is not None)
+    assert logs.count("bootstrap -> bootstrapped") == 2, "exactly one bootstrap for the first install + this reboot"
+    [new_primary] = group.primaries()
+    print(
+        f"\n[gr] full outage (all 3 SIGKILLed, {len(acked)} rows acknowledged): servers back {servers_up:.1f} s, "
+        f"group rebooted by member {new_primary} and all ONLINE {rebooted:.1f} s after that, writes through "
+        f"HAProxy {writable:.1f} s later; 0 rows lost"
+    )
+
+
+def test_wiped_member_rejoins_by_clone(group):
+    group.wait_online(timeout=60)
+    [primary] = group.primaries()
+    victim = next(i for i in range(group.size) if i != primary)
+    member = group.members[victim]
+    member.kill()
+    member.wipe()
+    started = time.monotonic()
+    member.start()  # a new empty data dir, as on a new volume
+    took = group.wait_online(timeout=240)
+    total = time.monotonic() - started
+    log = member.log_path.read_text(errors="replace")
+    assert "Clone" in log or "clone" in log, "no clone in the member's log"
+    agent_log = group.agents[victim].log_path.read_text(errors="replace")
+    assert "CLONE" in agent_log
+    n = group.sql(victim, "SELECT COUNT(*) FROM airflow.ha_writes")[0][0]
+    assert n == group.sql(primary, "SELECT COUNT(*) FROM airflow.ha_writes")[0][0]
+    print(
+        f"\n[gr] member {victim} wiped: back ONLINE by CLONE {total:.1f} s after its empty server started "
+        f"(initialise + clone + restart + recovery; {took:.1f} s waiting for ONLINE); {member.restarts} restart(s)"
+    )
