@@ -327,11 +327,14 @@ volumes:
 {{- end }}
 
 {{/* Container fields shared by Airflow containers (image, env, mounts, security, resources):
-     (dict "root" $ "values" COMPONENT_VALUES) */}}
+     (dict "root" $ "values" COMPONENT_VALUES ["extraEnv" LIST]); extraEnv comes after the common env. */}}
 {{- define "airflow-ha.airflowContainerCommon" -}}
 {{ include "airflow-ha.airflowImage" .root }}
 env:
   {{- include "airflow-ha.env" .root | nindent 2 }}
+  {{- with .extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 volumeMounts:
   {{- include "airflow-ha.airflowVolumeMounts" .root | nindent 2 }}
 securityContext:

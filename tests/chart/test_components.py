@@ -21,7 +21,8 @@ AIRFLOW_WORKLOADS = {
     ("Deployment", f"{R}-triggerer"): "triggerer",
     ("Deployment", f"{R}-triggerer-default"): "triggerer",
     ("StatefulSet", f"{R}-worker"): "worker",
-    ("StatefulSet", f"{R}-sensor-shard"): "sensor-shard",
+    ("Deployment", f"{R}-sensor-shard-0"): "sensor-shard",
+    ("Deployment", f"{R}-sensor-shard-1"): "sensor-shard",
 }
 SECRET_ENV = {
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (f"{R}-connections", "sql-alchemy-conn"),
@@ -36,6 +37,7 @@ PLAIN_ENV = {
     "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "airflow_ha.broker.celery_config.CELERY_CONFIG",
     "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{R}-api-server:8080/execution/",
     "AIRFLOW__TRIGGERER__QUEUES_ENABLED": "True",
+    "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "20",
     "AIRFLOW_HA_SENSOR_SHARDS": "2",
     "AIRFLOW_HA_VIRTUAL_SHARDS": "64",
     "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
@@ -70,7 +72,8 @@ def test_airflow_workloads_and_commands(default):
         f"{R}-triggerer": ["airflow", "triggerer"],
         f"{R}-triggerer-default": ["airflow", "triggerer", "--queues", "default"],
         f"{R}-worker": ["airflow", "celery", "worker"],
-        f"{R}-sensor-shard": ["airflow-ha", "sensor-shard"],
+        f"{R}-sensor-shard-0": ["airflow-ha", "sensor-shard"],
+        f"{R}-sensor-shard-1": ["airflow-ha", "sensor-shard"],
     }
     for (kind, name), component in AIRFLOW_WORKLOADS.items():
         obj = default.get(kind, name)
@@ -91,7 +94,8 @@ def test_airflow_workloads_and_commands(default):
         ("Deployment", f"{R}-triggerer", 1),
         ("Deployment", f"{R}-triggerer-default", 1),
         ("StatefulSet", f"{R}-worker", 2),
-        ("StatefulSet", f"{R}-sensor-shard", 2),
+        ("Deployment", f"{R}-sensor-shard-0", 2),
+        ("Deployment", f"{R}-sensor-shard-1", 2),
         ("StatefulSet", f"{R}-redis", 6),
         ("StatefulSet", f"{R}-mysql", 1),
     ],
@@ -111,7 +115,9 @@ def test_replicas_follow_values(render):
     )
     assert rendered.get("Deployment", f"{R}-scheduler")["spec"]["replicas"] == 3
     assert rendered.get("StatefulSet", f"{R}-worker")["spec"]["replicas"] == 5
-    assert rendered.get("StatefulSet", f"{R}-sensor-shard")["spec"]["replicas"] == 4
+    shards = [d for d in rendered.of_kind("Deployment") if d["metadata"]["name"].startswith(f"{R}-sensor-shard-")]
+    assert sorted(d["metadata"]["name"] for d in shards) == [f"{R}-sensor-shard-{g}" for g in range(4)]
+    assert {d["spec"]["replicas"] for d in shards} == {2}
     assert rendered.get("StatefulSet", f"{R}-redis")["spec"]["replicas"] == 12
     env = env_of(pod(rendered, "Deployment", f"{R}-scheduler")["containers"][0])
     assert env["AIRFLOW_HA_SENSOR_SHARDS"]["value"] == "4"
@@ -229,12 +235,98 @@ def test_workers_statefulset_and_log_server(default):
     assert env_of(c)["AIRFLOW__CORE__HOSTNAME_CALLABLE"]["value"] == "socket.gethostname"
 
 
-def test_sensor_shards(default, render):
-    sts = default.get("StatefulSet", f"{R}-sensor-shard")
-    assert sts["spec"]["podManagementPolicy"] == "Parallel"
-    assert sts["spec"]["serviceName"] == f"{R}-sensor-shard"
-    assert default.get("Service", f"{R}-sensor-shard")["spec"]["clusterIP"] == "None"
-    assert not render(None, "sensorShards.enabled=false").has("StatefulSet", f"{R}-sensor-shard")
+def _shard_groups(rendered) -> dict[int, dict]:
+    prefix = f"{R}-sensor-shard-"
+    return {
+        int(d["metadata"]["name"][len(prefix) :]): d
+        for d in rendered.of_kind("Deployment")
+        if d["metadata"]["name"].startswith(prefix)
+    }
+
+
+NODE_LOSS = {"node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"}
+
+
+def _node_loss_tolerations(spec: dict) -> set[tuple[str, int]]:
+    return {(t["key"], t["tolerationSeconds"]) for t in spec.get("tolerations", []) if t["key"] in NODE_LOSS}
+
+
+def test_sensor_shard_groups_are_deployments_of_two_spread_pods(default):
+    """One Deployment per shard group (replaced on a lost node, unlike a StatefulSet pod), 2 pods each,
+    the group in the env, the pods of one group kept apart by a per-group label."""
+    assert not default.has("StatefulSet", f"{R}-sensor-shard")
+    groups = _shard_groups(default)
+    assert sorted(groups) == [0, 1]
+    for g, deployment in groups.items():
+        name = f"{R}-sensor-shard-{g}"
+        group_label = {"airflow-ha/sensor-shard-group": str(g)}
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector.items() >= {"component": "sensor-shard", **group_label}.items(), name
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert labels.items() >= selector.items(), name
+        assert deployment["spec"]["replicas"] == 2
+        # One pod at a time in a rollout and no surge pod: `required` spreading never waits for a spare node.
+        assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+        spec = deployment["spec"]["template"]["spec"]
+        c = container(spec, "sensor-shard")
+        env = env_of(c)
+        assert env["AIRFLOW_HA_SENSOR_SHARD_ORDINAL"]["value"] == str(g)
+        assert env["AIRFLOW_HA_SENSOR_SHARDS"]["value"] == "2"
+        assert env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"]["value"] == "8794"
+        assert ports(c) == {8794}
+        preferred = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        term = preferred[0]["podAffinityTerm"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert term["labelSelector"]["matchLabels"] == selector  # this group's pods only
+        assert _node_loss_tolerations(spec) == {(key, 10) for key in NODE_LOSS}
+        pdb = default.get("PodDisruptionBudget", name)["spec"]
+        assert pdb == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    svc = default.get("Service", f"{R}-sensor-shard")["spec"]
+    assert svc["clusterIP"] == "None"
+    every_group = {k: v for k, v in groups[0]["spec"]["selector"]["matchLabels"].items() if "group" not in k}
+    assert svc["selector"] == every_group
+    assert [(p["name"], p["port"]) for p in svc["ports"]] == [("trigger-logs", 8794)]
+
+
+def test_sensor_shard_group_values(render):
+    rendered = render(
+        None,
+        "sensorShards.count=3",
+        "sensorShards.replicasPerGroup=3",
+        "sensorShards.podAntiAffinity=required",
+        "sensorShards.nodeLossTolerationSeconds=5",
+        "sensorShards.logServerPort=9000",
+    )
+    groups = _shard_groups(rendered)
+    assert sorted(groups) == [0, 1, 2]
+    for g, deployment in groups.items():
+        assert deployment["spec"]["replicas"] == 3
+        spec = deployment["spec"]["template"]["spec"]
+        (term,) = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term["labelSelector"]["matchLabels"]["airflow-ha/sensor-shard-group"] == str(g)
+        assert _node_loss_tolerations(spec) == {(key, 5) for key in NODE_LOSS}
+        assert ports(container(spec, "sensor-shard")) == {9000}
+    env = env_of(pod(rendered, "Deployment", f"{R}-scheduler")["containers"][0])
+    assert env["AIRFLOW_HA_SENSOR_SHARDS"]["value"] == "3"  # groups, not pods
+
+    single = render(None, "sensorShards.replicasPerGroup=1", "sensorShards.nodeLossTolerationSeconds=null")
+    deployment = _shard_groups(single)[0]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert not single.has("PodDisruptionBudget", f"{R}-sensor-shard-0")  # one pod: nothing to budget
+    assert _node_loss_tolerations(deployment["spec"]["template"]["spec"]) == set()
+
+    zone = "sensorShards.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0]."
+    custom = render(
+        None,
+        f"{zone}weight=1",
+        f"{zone}preference.matchExpressions[0].key=zone",
+        f"{zone}preference.matchExpressions[0].operator=Exists",
+    )
+    assert list(pod(custom, "Deployment", f"{R}-sensor-shard-0")["affinity"]) == ["nodeAffinity"]  # replaces ours
+    off = render(None, "sensorShards.podAntiAffinity=none")
+    assert "affinity" not in pod(off, "Deployment", f"{R}-sensor-shard-0")
+    disabled = render(None, "sensorShards.enabled=false")
+    assert not _shard_groups(disabled) and not disabled.has("Service", f"{R}-sensor-shard")
 
 
 def test_triggerer_queues_configurable(render):
@@ -409,9 +501,14 @@ def test_kubeone_profile(render):
             assert cpu in ("10m", "20m", "50m"), f"{name}/{c['name']}: cpu request {cpu}"
         keys = {(t["key"], t.get("tolerationSeconds")) for t in spec.get("tolerations", [])}
         assert {("node.kubernetes.io/unreachable", 20), ("node.kubernetes.io/not-ready", 20)} <= keys, name
-    for name in (f"{R}-scheduler", f"{R}-api-server"):
+    for name in (f"{R}-scheduler", f"{R}-api-server", f"{R}-sensor-shard-0", f"{R}-sensor-shard-1"):
         aff = pod(rendered, "Deployment", name)["affinity"]["podAntiAffinity"]
         assert "requiredDuringSchedulingIgnoredDuringExecution" in aff, name
+    # Every shard group survives the loss of one of the 3 nodes: 2 pods on different nodes, and the lost
+    # node's pod is evicted 10 s after the node is declared lost (min of the 20 s and 10 s tolerations).
+    for g, deployment in _shard_groups(rendered).items():
+        assert deployment["spec"]["replicas"] == 2, g
+        assert ("node.kubernetes.io/unreachable", 10) in _node_loss_tolerations(deployment["spec"]["template"]["spec"])
 
 
 def test_kind_profile_uses_local_images(render):

@@ -39,6 +39,7 @@ class LocalBackend:
         broker_url_for,
         *,
         sensor_shards: int = 2,
+        sensor_replicas: int = 2,
         schedulers: int = 2,
         workers: int = 2,
         worker_concurrency: int = 8,
@@ -52,6 +53,7 @@ class LocalBackend:
         self.dags_folder = dags_folder
         self.broker_url_for = broker_url_for
         self.sensor_shards = sensor_shards
+        self.sensor_replicas = sensor_replicas
         self.topology = {"schedulers": schedulers, "workers": workers, "worker_concurrency": worker_concurrency}
         self.celery_config_options = celery_config_options
         self.extra_env = extra_env or {}
@@ -73,6 +75,7 @@ class LocalBackend:
             dags_folder=self.dags_folder,
             worker_queues=PROBE_QUEUES,
             sensor_shards=self.sensor_shards,
+            sensor_replicas=self.sensor_replicas,
             **self.topology,
             extra_env={
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
@@ -142,6 +145,11 @@ class LocalBackend:
             self.db.kill()
         else:
             self._component(instance).kill()
+
+    def keep_down(self, instance: str, down: bool = True) -> None:
+        """Do not restart ``instance`` after it exits (a pod whose node is gone and not yet replaced);
+        ``down=False`` lets the supervisor restart it again."""
+        (self._paused.add if down else self._paused.discard)(instance)
 
     def recover(self) -> None:
         for node in self.redis.nodes:

@@ -272,7 +272,10 @@ def rolling_restart(backend: Backend) -> ScenarioResult:
 
 
 def sensor_shard_killed(backend: Backend) -> ScenarioResult:
-    """kill -9 the sensor shard that holds the most waiting smart sensors; they all still succeed."""
+    """kill -9 the shard triggerer that holds the most waiting smart sensors; they all still succeed.
+
+    Each shard group runs 2 triggerers (the chart's sensorShards.replicasPerGroup); the group's other one,
+    or the killed one's replacement, takes the sensors over."""
     workload = Workload(
         backend,
         "sensor-shard-killed",
@@ -317,15 +320,15 @@ def sensor_shard_killed(backend: Backend) -> ScenarioResult:
     instance = before[int(killed_job)]
     started = time.monotonic()
     backend.kill("sensor-shard", instance)
-    # Its triggers are taken over only by a triggerer on the same queues, i.e. its own replacement,
-    # once the dead job's heartbeat is older than [triggerer] triggerer_health_check_threshold.
+    # Its triggers are taken over only by a triggerer on the same queues (its group's other triggerer, or
+    # its own replacement) once the dead job's heartbeat is older than triggerer_health_check_threshold.
     wait_for(lambda: all_held() and int(killed_job) not in holders(), RUN_TIMEOUT, f"{instance}'s sensors taken over")
     takeover = time.monotonic() - started
     for run_id in workload.runs:
         backend.api.set_variable(f"{SENSOR_RELEASE_PREFIX}/{run_id}", "go")
     notes = [
-        f"killed {instance} holding {count} of {workload.tasks_expected} waiting sensors; its replacement held "
-        f"them again after {takeover:.1f}s; then every target was released"
+        f"killed {instance} holding {count} of {workload.tasks_expected} waiting sensors; its group's other "
+        f"triggerer or its replacement held them again after {takeover:.1f}s; then every target was released"
     ]
     return _finish(workload, takeover, notes)
 

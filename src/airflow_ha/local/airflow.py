@@ -1,7 +1,8 @@
 """The Airflow components of the HA topology as real local processes on 127.0.0.1.
 
 Mirrors what the Helm chart runs: api-server, schedulers, dag-processor, the two triggerers
-(queue-less and ``--queues default``), Celery workers and smart-sensor shards, all sharing one
+(queue-less and ``--queues default``), Celery workers and smart-sensor shard groups (``sensor_replicas``
+triggerers per group, ``sensor-shard-<g>-a``, ``-b``, ...), all sharing one
 metadata DB, one broker and one set of secrets. Each process has its own log file and is stopped
 (or killed, for failover tests) by PID.
 """
@@ -25,6 +26,11 @@ from airflow_ha.settings import ENV_SENSOR_SHARDS, ENV_SHARD_ORDINAL
 
 AIRFLOW = [sys.executable, "-m", "airflow"]
 AIRFLOW_HA = [sys.executable, "-m", "airflow_ha.cli"]
+
+
+def sensor_shard_name(group: int, replica: int) -> str:
+    """``sensor-shard-<g>-a``, ``-b``, ...: a letter, so no process name reads as another group's ordinal."""
+    return f"sensor-shard-{group}-{chr(ord('a') + replica)}"
 
 
 @dataclass
@@ -87,7 +93,8 @@ class LocalAirflow:
     workers: int = 2
     worker_concurrency: int = 8
     worker_queues: tuple[str, ...] = ("default",)
-    sensor_shards: int = 2
+    sensor_shards: int = 2  # shard groups
+    sensor_replicas: int = 2  # triggerers per group, as the chart's sensorShards.replicasPerGroup
     extra_env: dict[str, str] = field(default_factory=dict)
     admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     components: list[Component] = field(default_factory=list)
@@ -199,13 +206,14 @@ class LocalAirflow:
         ]
         plan += [
             self._component(
-                f"sensor-shard-{i}",
+                sensor_shard_name(group, replica),
                 "sensor-shard",
                 [*AIRFLOW_HA, "sensor-shard"],
                 AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
-                **{ENV_SHARD_ORDINAL: str(i)},
+                **{ENV_SHARD_ORDINAL: str(group)},
             )
-            for i in range(self.sensor_shards)
+            for group in range(self.sensor_shards)
+            for replica in range(self.sensor_replicas)
         ]
         return plan
 

@@ -12,9 +12,23 @@ from airflow_ha.sensors.errors import SensorConfigError
 from airflow_ha.sensors.shards import ShardMap
 from airflow_ha.settings import ENV_SHARD_ORDINAL, SettingsError
 
+# A shard pod's name: <release>-sensor-shard-<g> (StatefulSet, releases before shard groups) or
+# <release>-sensor-shard-<g>-<replicaset hash>-<pod suffix> (the per-group Deployment).
+_SHARD_POD = re.compile(r"-sensor-shard-(\d+)(?:-[a-z0-9]+-[a-z0-9]+)?$")
+
+
+def ordinal_from_hostname(hostname: str) -> int | None:
+    """The shard group in a pod name; a plain ``<name>-N`` as the fallback; None when there is none.
+
+    A Deployment pod's random suffix may be all digits, so the ``sensor-shard-<g>`` form is read first.
+    """
+    match = _SHARD_POD.search(hostname) or re.search(r"-(\d+)$", hostname)
+    return int(match.group(1)) if match else None
+
 
 def shard_ordinal(explicit: int | None = None) -> int:
-    """From ``--ordinal``, else AIRFLOW_HA_SENSOR_SHARD_ORDINAL, else the StatefulSet hostname's ``-N``."""
+    """This process's shard group: ``--ordinal``, else AIRFLOW_HA_SENSOR_SHARD_ORDINAL (the chart's
+    per-group Deployment sets it), else the pod hostname (StatefulSet pods of older releases)."""
     if explicit is not None:
         return explicit
     raw = os.environ.get(ENV_SHARD_ORDINAL, "")
@@ -23,12 +37,12 @@ def shard_ordinal(explicit: int | None = None) -> int:
             raise SettingsError(f"{ENV_SHARD_ORDINAL}={raw!r} is not a non-negative integer")
         return int(raw)
     hostname = socket.gethostname()
-    match = re.search(r"-(\d+)$", hostname)
-    if not match:
+    ordinal = ordinal_from_hostname(hostname)
+    if ordinal is None:
         raise SettingsError(
             f"cannot tell this shard's ordinal: set {ENV_SHARD_ORDINAL} or run as <name>-N (host {hostname!r})"
         )
-    return int(match.group(1))
+    return ordinal
 
 
 def triggerer_argv(ordinal: int, shards: ShardMap, capacity: int | None) -> list[str]:
@@ -56,7 +70,7 @@ def run_shard(args) -> int:
         return 2
     os.environ[ENV_SHARD_ORDINAL] = str(ordinal)  # the hub labels its status records with it
     print(
-        f"sensor shard {ordinal} of {shards.sensor_shards}: {len(argv[3].split(','))} of {shards.virtual_shards} "
+        f"sensor shard group {ordinal} of {shards.sensor_shards}: {len(argv[3].split(','))} of {shards.virtual_shards} "
         f"virtual shards; exec {' '.join(argv[:3])} <queues>",
         flush=True,
     )
@@ -95,8 +109,8 @@ def list_sensors(args) -> int:
 
 
 def register(subparsers) -> None:
-    shard = subparsers.add_parser("sensor-shard", help="run this pod's smart-sensor shard (a queue-bound triggerer)")
-    shard.add_argument("--ordinal", type=int, help=f"shard ordinal (default: ${ENV_SHARD_ORDINAL} or hostname -N)")
+    shard = subparsers.add_parser("sensor-shard", help="run a triggerer on this pod's sensor shard group's queues")
+    shard.add_argument("--ordinal", type=int, help=f"shard group (default: ${ENV_SHARD_ORDINAL} or the pod hostname)")
     shard.add_argument("--capacity", type=int, help="triggers this shard runs at most (airflow triggerer --capacity)")
     shard.add_argument("--dry-run", action="store_true", help="print the triggerer command instead of running it")
     shard.set_defaults(func=run_shard)

@@ -8,6 +8,11 @@ a worker thread so the triggerer's event loop never blocks on I/O. When an entry
 waiter is released at once.
 
 A hub lives as long as its event loop; :func:`get_hub` returns the one for the running loop.
+
+Each shard group runs in two (or more) triggerer processes, its *replicas*: Airflow hands a trigger to
+whichever of them loads it first, so the waiters of one target may sit in both processes and the target
+is then poked once per interval by each (at most ``replicas`` pokes per interval, not one). Status
+records name the group (``shard-<g>``) and the process (its Airflow hostname, the triggerer job's).
 """
 
 from __future__ import annotations
@@ -59,15 +64,27 @@ class Entry:
 
 
 def shard_label() -> str:
+    """The shard group: ``shard-<g>``, the same for every replica of the group."""
     ordinal = os.environ.get(ENV_SHARD_ORDINAL)
     return f"shard-{ordinal}" if ordinal not in (None, "") else socket.gethostname()
 
 
+def replica_label() -> str:
+    """This process: Airflow's hostname (``[core] hostname_callable``), as on its triggerer job row."""
+    try:
+        from airflow.utils.net import get_hostname
+
+        return get_hostname()
+    except Exception:  # a broken hostname_callable must not stop sensors
+        return socket.gethostname()
+
+
 class PokeHub:
-    def __init__(self, status: StatusStore | None = None, shard: str | None = None) -> None:
+    def __init__(self, status: StatusStore | None = None, shard: str | None = None, replica: str | None = None) -> None:
         self.entries: dict[int, Entry] = {}
         self.status = status
         self.shard = shard or shard_label()
+        self.replica = replica or replica_label()
         self.pokes: Counter = Counter()  # kind -> targets poked (one per entry per tick)
         self.batches: Counter = Counter()  # kind -> poke_batch calls
         self._wake = asyncio.Event()
@@ -151,13 +168,14 @@ class PokeHub:
                         result.ready,
                         result.detail,
                         entry.waiters,
+                        self.replica,
                     )
                 )
                 if result.ready:
                     entry.ready.set()
         self.batches.update(batches)
         if self.status is not None:
-            await asyncio.to_thread(self.status.record, records, self.shard, dict(batches))
+            await asyncio.to_thread(self.status.record, records, self.shard, dict(batches), self.replica)
 
     @staticmethod
     def _poke_group(entries: list[Entry]) -> list[PokeResult]:

@@ -110,7 +110,8 @@ def waiting_sensors(session, status: StatusStore | None = None, shards: ShardMap
             group.last_result = record.get("last_result", "unknown")
             group.last_detail = record.get("last_detail", "")
             group.pokes = int(record.get("pokes", 0))
-            group.poked_by = record.get("shard")
+            replica = record.get("replica")
+            group.poked_by = f"{record.get('shard')} on {replica}" if replica else record.get("shard")
     for group in groups.values():
         group.waiters.sort(key=lambda w: (w.dag_id, w.run_id, w.task_id, w.map_index))
     return sorted(groups.values(), key=lambda g: -g.age_seconds)

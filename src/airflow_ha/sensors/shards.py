@@ -1,10 +1,12 @@
-"""Hashcodes -> virtual shards -> triggerer queues -> shard pods.
+"""Hashcodes -> virtual shards -> triggerer queues -> shard groups.
 
 The number of virtual shards is fixed for the life of a deployment (``AIRFLOW_HA_VIRTUAL_SHARDS``,
-64 by default); a sensor's trigger row carries its virtual shard's queue (``sensor-v007``). A shard pod
-with ordinal ``k`` out of ``n`` runs ``airflow triggerer --queues`` with every virtual shard ``v`` where
-``v % n == k``. Scaling the pods from 2 to 3 re-deals queues to pods on restart; no trigger row changes,
-and identical sensors still meet in one process because they share a virtual shard.
+64 by default); a sensor's trigger row carries its virtual shard's queue (``sensor-v007``). Shard group
+``k`` out of ``n`` (``AIRFLOW_HA_SENSOR_SHARDS``; the "pod" and "ordinal" below are the group) serves
+every virtual shard ``v`` where ``v % n == k``: each of the group's pods (2 by default, on different
+nodes) runs ``airflow triggerer --queues`` with those queues, and Airflow gives a dead one's triggers to
+the other. Scaling the groups from 2 to 3 re-deals queues to groups on restart; no trigger row changes,
+and identical sensors still meet in one group because they share a virtual shard.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Triggers run with database access blocked (Airflow 3 triggerers talk to the meta
 their supervisor), so shards write to Redis instead: the deployment's broker Redis Cluster by default
 (``[celery] broker_url``), or ``AIRFLOW_HA_SENSOR_STATUS_URL`` (``rediscluster://``, ``redis://``, or
 ``none`` to switch it off). One hash per hashcode, refreshed on every poke, expiring a day after the
-last one. Writes are best-effort: a status store outage never stops a poke.
+last one; its ``pokes`` counts the pokes of every replica, ``replica`` names the process of the last.
+Counters per shard group (``shard-<g>``) and per process (``shard-<g>@<host>``). Writes are best-effort:
+a status store outage never stops a poke.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ def shard_key(shard: str) -> str:
     return f"{KEY_PREFIX}shard:{{{shard}}}"
 
 
+def replica_shard(shard: str, replica: str) -> str:
+    """The counter name of one process of a shard group."""
+    return f"{shard}@{replica}"
+
+
 @dataclass
 class PokeRecord:
     hashcode: int
@@ -40,6 +47,7 @@ class PokeRecord:
     ready: bool
     detail: str
     waiters: int
+    replica: str = ""
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -50,6 +58,7 @@ class PokeRecord:
             "last_result": "ready" if self.ready else "waiting",
             "last_detail": self.detail[:500],
             "waiters": self.waiters,
+            "replica": self.replica,
         }
 
 
@@ -95,8 +104,11 @@ class StatusStore:
         url = configured_url()
         return cls(client_for_url(url)) if url else None
 
-    def record(self, records: Iterable[PokeRecord], shard: str, batches: dict[str, int]) -> None:
+    def record(
+        self, records: Iterable[PokeRecord], shard: str, batches: dict[str, int], replica: str | None = None
+    ) -> None:
         records = list(records)
+        counters = [shard, replica_shard(shard, replica)] if replica else [shard]
         try:
             pipe = self.client.pipeline(transaction=False)
             for record in records:
@@ -104,14 +116,15 @@ class StatusStore:
                 pipe.hset(key, mapping=record.fields())
                 pipe.hincrby(key, "pokes", 1)
                 pipe.expire(key, TTL_SECONDS)
-            for kind, count in batches.items():
-                pipe.hincrby(shard_key(shard), f"batches:{kind}", count)
             pokes: dict[str, int] = {}
             for record in records:
                 pokes[record.kind] = pokes.get(record.kind, 0) + 1
-            for kind, count in pokes.items():
-                pipe.hincrby(shard_key(shard), f"pokes:{kind}", count)
-            pipe.expire(shard_key(shard), TTL_SECONDS)
+            for counter in counters:
+                for kind, count in batches.items():
+                    pipe.hincrby(shard_key(counter), f"batches:{kind}", count)
+                for kind, count in pokes.items():
+                    pipe.hincrby(shard_key(counter), f"pokes:{kind}", count)
+                pipe.expire(shard_key(counter), TTL_SECONDS)
             pipe.execute()
         except Exception as exc:
             log.warning("could not record sensor status: %s", exc)

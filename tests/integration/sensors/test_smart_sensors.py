@@ -20,6 +20,7 @@ import pytest
 
 from airflow_ha.failover.local import LocalBackend
 from airflow_ha.failover.scenarios import wait_for
+from airflow_ha.local.airflow import sensor_shard_name
 from airflow_ha.sensors.status import StatusStore, client_for_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,6 +46,7 @@ def fleet(tmp_path_factory, redis_cluster, mysql):
         dags,
         broker_url_for=lambda cluster: cluster.url(),
         sensor_shards=SHARDS,
+        sensor_replicas=1,  # one triggerer per shard: exactly one poke per target (test_shard_groups: 2 each)
         schedulers=1,
         workers=1,
         worker_concurrency=4,
@@ -143,7 +145,7 @@ def test_fifty_sensors_share_ten_pokes_survive_a_shard_kill_and_succeed(fleet):
     #    triggers back once the dead triggerer's heartbeat is stale; nothing is lost.
     shard0_before = store.shard_counters(["shard-0"])["shard-0"].get("pokes:file", 0)
     killed_at = time.monotonic()
-    backend.kill("sensor-shard", "sensor-shard-0")
+    backend.kill("sensor-shard", sensor_shard_name(0, 0))
     wait_for(
         lambda: store.shard_counters(["shard-0"])["shard-0"].get("pokes:file", 0) > shard0_before + 5,
         240,

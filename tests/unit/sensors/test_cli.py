@@ -1,7 +1,7 @@
 import pytest
 
 from airflow_ha.cli import main
-from airflow_ha.sensors.cli import shard_ordinal, triggerer_argv
+from airflow_ha.sensors.cli import ordinal_from_hostname, shard_ordinal, triggerer_argv
 from airflow_ha.sensors.shards import ShardMap
 from airflow_ha.settings import SettingsError
 
@@ -15,6 +15,29 @@ def test_ordinal_from_env_or_statefulset_hostname(monkeypatch):
     monkeypatch.setattr("socket.gethostname", lambda: "laptop")
     with pytest.raises(SettingsError, match="cannot tell this shard's ordinal"):
         shard_ordinal()
+
+
+@pytest.mark.parametrize(
+    ("hostname", "group"),
+    [
+        ("airflow-ha-sensor-shard-1", 1),  # the StatefulSet pod of releases before shard groups
+        ("airflow-ha-sensor-shard-3-7d9f8c6b5-x2k9p", 3),  # the group's Deployment pod
+        ("airflow-ha-sensor-shard-0-5f7d9c8b4-24567", 0),  # an all-digit pod suffix is not the group
+        ("airflow-ha-sensor-shard-12-85b4d-abcde", 12),
+        ("shard-2", 2),
+        ("laptop", None),
+    ],
+)
+def test_ordinal_from_hostname(hostname, group):
+    assert ordinal_from_hostname(hostname) == group
+
+
+def test_env_wins_over_a_deployment_hostname(monkeypatch):
+    monkeypatch.setattr("socket.gethostname", lambda: "airflow-ha-sensor-shard-1-5f7d9c8b4-24567")
+    monkeypatch.setenv("AIRFLOW_HA_SENSOR_SHARD_ORDINAL", "1")
+    assert shard_ordinal() == 1
+    monkeypatch.delenv("AIRFLOW_HA_SENSOR_SHARD_ORDINAL")
+    assert shard_ordinal() == 1
 
 
 def test_triggerer_argv_serves_this_pods_virtual_shards():
