@@ -97,7 +97,7 @@ component: {{ .component }}
 
 {{/* Host/port/user/database of the metadata DB (in-release MySQL or external). */}}
 {{- define "airflow-ha.db.host" -}}
-{{- if .Values.database.external.enabled -}}{{ .Values.database.external.host }}{{- else -}}{{ include "airflow-ha.mysql.fullname" . }}{{- end -}}
+{{- if .Values.database.external.enabled -}}{{ .Values.database.external.host }}{{- else if eq .Values.mysql.mode "groupReplication" -}}{{ include "airflow-ha.mysql.fullname" . }}-proxy{{- else -}}{{ include "airflow-ha.mysql.fullname" . }}{{- end -}}
 {{- end }}
 {{- define "airflow-ha.db.port" -}}
 {{- if .Values.database.external.enabled -}}{{ int .Values.database.external.port }}{{- else -}}3306{{- end -}}
