@@ -60,12 +60,37 @@ def test_optional_parts_render_valid(render):
     # It reads pods (their node, their IP) in its namespace, nothing cluster-wide.
     role = rendered.get("Role", "airflow-ha-redis-reconciler")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
-    assert not rendered.of_kind("ClusterRole", "ClusterRoleBinding")
+    assert [r["metadata"]["name"] for r in rendered.of_kind("ClusterRole")] == [WATCHER_CLUSTER_ROLE]
     without_hook = render(None, "redis.reconciler.enabled=true", "redis.reconciler.afterBootstrap=false")
     assert without_hook.of_kind("CronJob") and not [
         j for j in without_hook.of_kind("Job") if "reconciler" in j["metadata"]["name"]
     ]
 
 
+WATCHER = "airflow-ha-worker-watcher"
+WATCHER_CLUSTER_ROLE = "airflow-ha-airflow-ha-worker-watcher"  # <namespace>-<name>: cluster-scoped
+
+
 def test_optional_parts_off_by_default(default):
-    assert not default.of_kind("NetworkPolicy", "CronJob", "ClusterRole", "Role")
+    assert not default.of_kind("NetworkPolicy", "CronJob")
+    # the only API access by default: the worker watcher's, read-only
+    assert [r["metadata"]["name"] for r in default.of_kind("Role")] == [WATCHER]
+    assert [r["metadata"]["name"] for r in default.of_kind("ClusterRole")] == [WATCHER_CLUSTER_ROLE]
+
+
+def test_worker_watcher_reads_worker_pods_and_nodes_only(default):
+    role = default.get("Role", WATCHER)
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
+    cluster_role = default.get("ClusterRole", WATCHER_CLUSTER_ROLE)
+    assert cluster_role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}]
+    for kind, name in (("RoleBinding", WATCHER), ("ClusterRoleBinding", WATCHER_CLUSTER_ROLE)):
+        binding = default.get(kind, name)
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": WATCHER, "namespace": "airflow-ha"}]
+    spec = default.get("Deployment", WATCHER)["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == WATCHER and spec["automountServiceAccountToken"] is True
+    args = spec["containers"][0]["args"]
+    assert args[:4] == ["airflow-ha", "worker-watch", "--selector", "app.kubernetes.io/instance=airflow-ha,component=worker"]
+    # every other Airflow pod runs without a Kubernetes API token
+    for name, pod_spec in default.pod_specs():
+        if name != f"Deployment/{WATCHER}" and "reconciler" not in name:
+            assert pod_spec.get("automountServiceAccountToken") is not True, name
