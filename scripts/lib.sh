@@ -10,6 +10,7 @@ VERSION="$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -
 AIRFLOW_IMAGE="${AIRFLOW_HA_AIRFLOW_IMAGE:-airflow-ha/airflow:$VERSION}"
 REDIS_IMAGE="${AIRFLOW_HA_REDIS_IMAGE:-airflow-ha/redis:8}"
 MYSQL_IMAGE="${AIRFLOW_HA_MYSQL_IMAGE:-airflow-ha/mysql:9.7}"
+HAPROXY_IMAGE="${AIRFLOW_HA_HAPROXY_IMAGE:-airflow-ha/haproxy:2.6}"            # mysql.mode groupReplication
 BASE_IMAGE="${AIRFLOW_HA_BASE_IMAGE:-airflow-ha/debian:bookworm}"                 # the Airflow image's
 SERVER_BASE_IMAGE="${AIRFLOW_HA_SERVER_BASE_IMAGE:-airflow-ha/debian:unstable}"   # Redis 8, MySQL 9.7
 RELEASE="${AIRFLOW_HA_RELEASE:-airflow-ha}"

@@ -33,7 +33,7 @@ def docker_ready() -> None:
         pytest.skip("no Docker daemon answers (start dockerd, or run scripts/build-images)")
 
 
-@pytest.mark.parametrize("kind", ["airflow", "redis", "mysql"])
+@pytest.mark.parametrize("kind", ["airflow", "redis", "mysql", "haproxy"])
 def test_image_smoke(docker_ready, kind: str):
     image = _images()[kind]
     if subprocess.run(["docker", "image", "inspect", image], capture_output=True, timeout=60).returncode != 0:

@@ -8,6 +8,7 @@ SIGKILL of every member and a reboot from the most advanced -> a wiped member ba
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import subprocess
 import sys
@@ -114,11 +115,14 @@ class Writer:
             self._thread.join(30)
 
     def gap_after(self, t: float) -> float:
-        """Seconds from the last OK at or before ``t`` to the first OK after it."""
-        before = [at for _, at in self.acked if at <= t]
-        after = [at for _, at in self.acked if at > t]
+        """The longest time without an OK from the last OK before ``t`` on (a write in flight at ``t`` may
+        still be acknowledged just after it: the gap is the stall that follows)."""
+        times = [at for _, at in self.acked]
+        before = [at for at in times if at <= t]
+        after = [at for at in times if at > t]
         assert before and after, f"no commits around the event ({len(before)} before, {len(after)} after)"
-        return min(after) - max(before)
+        window = [max(before), *after]
+        return max(b - a for a, b in itertools.pairwise(window))
 
     def acked_after(self, t: float) -> int:
         return sum(1 for _, at in self.acked if at > t)
@@ -194,6 +198,74 @@ def test_airflow_db_migrate_through_haproxy(group, tmp_path):
         "at TIMESTAMP(6) DEFAULT CURRENT_TIMESTAMP(6))"
     )
     conn.close()
+
+
+AIRFLOW_CLIENT = """
+import sys
+from sqlalchemy import text
+from airflow import settings
+from airflow.utils.session import create_session
+
+print("pre_ping", settings.engine.pool._pre_ping, flush=True)
+for line in sys.stdin:
+    try:
+        with create_session() as session:
+            print("ok", session.execute(text("SELECT @@server_id")).scalar(), flush=True)
+    except Exception as exc:
+        print("error", type(exc).__name__, str(exc).replace(chr(10), " ")[:300], flush=True)
+"""
+
+
+def test_switchover_cuts_the_old_primarys_sessions_and_airflow_reconnects(group, tmp_path):
+    """A planned primary change (group_replication_set_as_primary): HAProxy marks the old primary down and shuts
+    its sessions at once (on-marked-down shutdown-sessions), and a pooled Airflow connection, cut under it, is
+    replaced by the pool's pre-ping instead of failing the next query."""
+    group.wait_online(timeout=60)
+    [old] = group.primaries()
+    new = (old + 1) % group.size
+    env = airflow_env(tmp_path / "home", group.sqlalchemy_url)
+    client = subprocess.Popen(
+        [sys.executable, "-c", AIRFLOW_CLIENT],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert client.stdout.readline().split() == ["pre_ping", "True"]
+        client.stdin.write("\n")
+        client.stdin.flush()
+        assert client.stdout.readline().split() == ["ok", str(old + 1)]
+        raw = proxy_connect(group)
+        raw.cursor().execute("SELECT 1")
+        new_uuid = group.sql(new, "SELECT @@server_uuid")[0][0]
+        switched_at = time.monotonic()
+        group.sql(old, f"SELECT group_replication_set_as_primary('{new_uuid}')")
+
+        def cut() -> bool:
+            try:
+                raw.cursor().execute("SELECT 1")
+                return False
+            except Exception:
+                return True
+
+        wait_until(cut, 15, "HAProxy to shut the session to the old primary", interval=0.05)
+        cut_after = time.monotonic() - switched_at
+        routed = wait_proxy_writes(group, 15)
+        assert proxy_server_id(group) == new + 1
+        client.stdin.write("\n")
+        client.stdin.flush()
+        answer = client.stdout.readline().split()
+        assert answer == ["ok", str(new + 1)], f"Airflow's pooled connection: {answer}"
+    finally:
+        client.kill()
+        client.wait()
+    print(
+        f"\n[gr] switchover {old} -> {new}: the old primary's proxied session cut {cut_after:.1f} s after the "
+        f"switch, writes through HAProxy {routed:.1f} s after that; Airflow's pooled connection reconnected by "
+        "pre-ping (no error)"
+    )
 
 
 def test_primary_sigkill_elects_a_new_primary_without_losing_a_commit(group):
