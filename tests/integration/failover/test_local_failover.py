@@ -46,3 +46,27 @@ def test_scenario(local_backend, name):
     RESULTS.append(result)
     assert result.dag_runs_succeeded == result.dag_runs, result
     assert result.tasks_lost == 0, result
+
+
+def test_two_schedulers_lock_rows_with_skip_locked_on_mysql(local_backend):
+    """Active-active schedulers rest on MySQL row locks: confirm that they ran on MySQL 9.7 and that
+    their loops took ``FOR UPDATE SKIP LOCKED`` (performance_schema's statement digests, as root)."""
+    db = local_backend.db
+    assert db.version().startswith("9.7."), db.version()
+    schedulers = local_backend.sql(
+        "SELECT COUNT(DISTINCT hostname, id) FROM job WHERE job_type = 'SchedulerJob' AND state = 'running'"
+    )[0][0]
+    assert schedulers >= 2, f"{schedulers} running scheduler job(s)"
+
+    def digests(pattern: str) -> int:
+        out = db.root_sql(
+            "SELECT COALESCE(SUM(COUNT_STAR), 0) FROM performance_schema.events_statements_summary_by_digest "
+            f"WHERE SCHEMA_NAME = '{db.database}' AND DIGEST_TEXT LIKE '{pattern}'"
+        ).stdout
+        return int(out.strip() or 0)
+
+    scenarios.wait_for(lambda: digests("%FOR UPDATE SKIP LOCKED%") > 0, 60, "a SKIP LOCKED statement", interval=2)
+    print(
+        f"\nMySQL {db.version()}: {schedulers} schedulers, statements with FOR UPDATE SKIP LOCKED: "
+        f"{digests('%FOR UPDATE SKIP LOCKED%')}, with FOR UPDATE: {digests('%FOR UPDATE%')}"
+    )
