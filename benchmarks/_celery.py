@@ -32,7 +32,7 @@ from airflow_ha.local.redis_cluster import RedisCluster, RedisNode, redis_bin_di
 # process (O_APPEND writes of one line are atomic), before doing anything else.
 APP_MODULE = """
 import os, time
-if os.environ["HARNESS_BROKER"] == "ours":
+if os.environ["HARNESS_BROKER"].startswith("ours"):
     from airflow_ha.broker.celery_config import CELERY_CONFIG as CONFIG
 else:
     from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG as CONFIG
@@ -87,7 +87,7 @@ def client_config(url: str, broker: str) -> dict:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    if broker == "ours":
+    if broker.startswith("ours"):  # ours, ours-nowait (an option in the URL): the product's config
         from airflow_ha.broker import celery_config
 
         return celery_config.build(base)

@@ -8,6 +8,9 @@ Both brokers run in the same run on the same cores (servers started here on 127.
 * ours: a 6-node Redis Cluster (3 masters + 3 replicas, ``RedisCluster``: AOF everysec) with the Celery
   config Airflow builds from ``[celery] celery_config_options = airflow_ha.broker.celery_config.CELERY_CONFIG``
   - the product's transport defaults, nothing hand-set;
+* ours-nowait: the same cluster with ``?replication_wait_replicas=0`` in the broker URL (how the chart passes
+  ``broker.transportOptions``): no WAIT after a publish, so the row shows the transport's own cost and the
+  difference to ``ours`` what the replication wait costs on this machine;
 * stock: one ``redis-server`` (same AOF everysec) with Airflow's own ``DEFAULT_CELERY_CONFIG``.
 
 Workers: N separate ``celery worker -P solo -O fair`` processes (one consumer connection and one task slot
@@ -121,7 +124,7 @@ def parse(argv):
     parser.add_argument("--rate", type=float, default=100.0, help="paced publish rate, tasks/s")
     parser.add_argument("--workers", default="1,4,8", help="worker process counts")
     parser.add_argument("--queues", default="1,6", help="queue counts (1 and/or 6)")
-    parser.add_argument("--brokers", default="ours,stock")
+    parser.add_argument("--brokers", default="ours,ours-nowait,stock")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args, _ = parser.parse_known_args(argv)
     if args.quick:
@@ -150,7 +153,7 @@ def main(argv=None) -> int:
 
         if "stock" in args.broker_list:
             plain = PlainRedis(base / "plain", password).start()
-        if "ours" in args.broker_list:
+        if any(b.startswith("ours") for b in args.broker_list):
             cluster = RedisCluster(base_dir=base / "cluster", password=password)
             cluster.start()
             wait_in_sync(cluster)
@@ -159,6 +162,9 @@ def main(argv=None) -> int:
                 for broker in args.broker_list:
                     if broker == "ours":
                         url, clients = cluster.url(), lambda: live_clients(cluster, None)
+                    elif broker == "ours-nowait":
+                        url = cluster.url() + "?replication_wait_replicas=0"
+                        clients = lambda: live_clients(cluster, None)  # noqa: E731
                     else:
                         url, clients = plain.url(), lambda: live_clients(None, plain)
                     label = f"{broker} {nw} workers {nq} queue(s)"
@@ -189,7 +195,7 @@ def report(args, results, plain, elapsed) -> None:
     print(f"stock = redis:// on one redis-server ({plain.persistence if plain else 'n/a'}), Airflow's defaults")
     print(f"Redis {redis_version(redis_server())} for both; 2-core machine shared by servers, workers and publisher")
     header = (
-        f"{'workers':>7} {'queues':>6} {'broker':6} {'tasks/s':>8} {'publish/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'workers':>7} {'queues':>6} {'broker':11} {'tasks/s':>8} {'publish/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'burst p50':>9} {'cmds/task':>9} {'x stock tasks/s':>15} {'x stock cmds':>12}"
     )
     print(header)
@@ -206,7 +212,7 @@ def report(args, results, plain, elapsed) -> None:
                     ratio = f"{r['throughput'] / stock['throughput']:.2f}"
                     cmds = f"{r['cmds_per_task'] / stock['cmds_per_task']:.2f}"
                 print(
-                    f"{nw:7d} {nq:6d} {broker:6} {r['throughput']:8.0f} {r['publish_rate']:9.0f} "
+                    f"{nw:7d} {nq:6d} {broker:11} {r['throughput']:8.0f} {r['publish_rate']:9.0f} "
                     f"{r['p50_ms']:7.1f} {r['p99_ms']:7.1f} {r['burst_p50_ms']:9.0f} {r['cmds_per_task']:9.1f} "
                     f"{ratio:>15} {cmds:>12}"
                 )
@@ -218,7 +224,7 @@ def report(args, results, plain, elapsed) -> None:
                 r = results.get((nw, nq, broker))
                 if r:
                     top = ", ".join(f"{name} {per:.2f}" for name, per in r["top"])
-                    print(f"  {broker:5} {nw}w {nq}q: {top}")
+                    print(f"  {broker:11} {nw}w {nq}q: {top}")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ class Drain:
         self._resubscribe_at = 0.0
         self._broken_since: float | None = None
         self._next_visibility = 0.0
+        self._read_retry_at = 0.0  # after a failed read (master failing over): back off, never spin
         self._chan_rr = 0
         self._selector = selectors.DefaultSelector()
         self._registered: dict[int, tuple[object, object]] = {}  # fd -> (socket, owner) registered for it
@@ -172,6 +173,8 @@ class Drain:
             self._give_back(waiter.queue)
             return
         channel._ready.add(waiter.queue)  # a token, or the periodic safety read
+        if token:
+            channel._token_woken.add(waiter.queue)
 
     def _give_back(self, queue: str) -> None:
         key = keys.wake_list(queue)
@@ -292,6 +295,8 @@ class Drain:
                     except BrokerUnavailable as exc:
                         self._broken(exc)
         channels = [c for c in self.transport.channels if c._consumers and c._ready]
+        if now < self._read_retry_at:
+            channels = []
         for i in range(len(channels)):
             channel = channels[(self._chan_rr + i) % len(channels)]
             if not channel.qos.can_consume():
@@ -302,6 +307,7 @@ class Drain:
                     self._broken_since = None
                     return True
             except BrokerUnavailable as exc:
+                self._read_retry_at = monotonic() + RETRY_AFTER
                 self._broken(exc)
         self._arm_waiters()
         return False
@@ -315,8 +321,9 @@ class Drain:
             if deadline is not None and now >= deadline:
                 raise TimeoutError()
             wait = self.opts.poll_sweep_interval
-            if any(c._ready and c._consumers and c.qos.can_consume() for c in self.transport.channels):
-                wait = 0.0  # a failed read left a queue to retry: don't sleep on it
+            if any(self._readable(c) for c in self.transport.channels):
+                # a queue left to read (more messages remain, or a failed read once its back-off ends)
+                wait = min(wait, max(self._read_retry_at - now, 0.0))
             if self._subs_dirty:  # resubscribe as soon as its back-off allows
                 wait = min(wait, max(self._resubscribe_at - now, 0.0))
             for waiter in self._waiters.values():  # a failed wait is re-armed when its back-off ends
@@ -325,6 +332,10 @@ class Drain:
             if deadline is not None:
                 wait = min(wait, deadline - now)
             self._wait(max(wait, 0.0))
+
+    @staticmethod
+    def _readable(channel) -> bool:
+        return bool(channel._consumers and channel._ready - channel._fanout_queues.keys() and channel.qos.can_consume())
 
     def _wait(self, timeout: float) -> None:
         sockets: dict[int, tuple[object, object]] = {}

@@ -25,7 +25,6 @@ def _seed_client(url: ClusterURL, host: str, port: int, opts: BrokerOptions) -> 
         port=port,
         socket_connect_timeout=opts.socket_connect_timeout,
         socket_timeout=opts.socket_connect_timeout,
-        retry_on_timeout=False,
         retry=None,
         decode_responses=True,
         **url.redis_kwargs(),

@@ -76,13 +76,15 @@ class BrokerOptions:
         enum=list(WAIT_POLICIES),
     )
     replication_wait_on: tuple[str, ...] = _opt(
-        WAIT_ON,
-        "Which writes wait for replicas: publish, ack (comma-separated).",
+        ("publish",),
+        "Which writes wait for replicas: publish, ack (comma-separated). An ack lost in a failover only "
+        "means the message runs again, so by default only publishes wait.",
     )
     replication_wait_aof: bool = _opt(
-        True,
-        "Use WAITAOF (Redis >= 7.2 with appendonly yes) so a write is on disk on the master and its replicas: "
-        "a master that crashes and restarts before a failover keeps it.",
+        False,
+        "Also run WAITAOF 1 0 (Redis >= 7.2, appendonly yes) after a waited write: it is on the master's disk "
+        "even with appendfsync everysec (waits up to a second). The chart's Redis runs appendfsync always, "
+        "which gives that without the wait.",
     )
     priority_steps: tuple[int, ...] = _opt(
         PRIORITY_STEPS, "Priority lists per queue, served lowest first (kombu's steps; comma-separated)."

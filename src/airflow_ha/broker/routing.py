@@ -156,7 +156,7 @@ class SlotRouter:
         return self.on_slot(keys_[0], run, deadline=deadline)
 
     def _eval(self, client, node, name, keys_, args, wait: bool, kind: str | None):
-        aof = wait and self.opts.replication_wait_aof and self._runs_waitaof(client, node)
+        aof = wait and self._runs_waitaof(client, node) and self.opts.replication_wait_aof
         for sha in (True, False):
             pipe = client.pipeline(transaction=False)
             if sha:
@@ -190,6 +190,8 @@ class SlotRouter:
         return results[0]
 
     def _runs_waitaof(self, client, node) -> bool:
+        """Whether the node can run WAITAOF; on first contact, say once if a crash and fast restart of it
+        (inside cluster-node-timeout, so no failover) could lose publishes it acknowledged."""
         known = self._waitaof.get(node.name)
         if known is None:
             try:
@@ -197,16 +199,22 @@ class SlotRouter:
                 persistence = client.info("persistence")
             except rexc.ResponseError:  # INFO restricted (managed services): assume the plain WAIT
                 server, persistence = {}, {}
-            known = _version(str(server.get("redis_version", "0"))) >= (7, 2) and bool(
-                int(persistence.get("aof_enabled", 0))
-            )
-            if not known:
+            aof = bool(int(persistence.get("aof_enabled", 0) or 0))
+            known = _version(str(server.get("redis_version", "0"))) >= (7, 2) and aof
+            try:
+                fsync = (client.config_get("appendfsync") or {}).get("appendfsync", "?")
+            except rexc.ResponseError:  # CONFIG disabled (managed services)
+                fsync = "?"
+            if not aof or fsync != "always":
+                covered = known and self.opts.replication_wait_aof
                 log.warning(
-                    "broker: %s runs Redis %s with appendonly %s: no WAITAOF, so a crash and restart of it "
-                    "inside cluster-node-timeout can lose the writes of its last fsync interval",
+                    "broker: %s (Redis %s) runs appendonly %s, appendfsync %s: a crash and restart of it before a "
+                    "failover %s (appendfsync always closes this; see replication_wait_aof)",
                     node.name,
                     server.get("redis_version", "?"),
-                    "on" if int(persistence.get("aof_enabled", 0) or 0) else "off",
+                    "yes" if aof else "no",
+                    fsync,
+                    "is covered by WAITAOF" if covered else "can lose the publishes of its last fsync interval",
                 )
             self._waitaof[node.name] = known
         return known

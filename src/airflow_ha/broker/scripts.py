@@ -19,16 +19,21 @@ end
 return 1
 """
 
-# ARGV: record (1: keep it as unacked until ack; 0: a no_ack consumer, nothing to keep). Pops the first
+# ARGV: record (1: keep it as unacked until ack; 0: a no_ack consumer, nothing to keep), take_token (1: the
+# reader was not woken by a token of its own - it reads on because the last read said more remain, or it is
+# the periodic safety read - so it takes one now, keeping one token per message). Returns {item, more}
+# (more: 1 when messages remain), or false. Pops the first
 # message in priority order and records it in the same step: there is no moment where a popped message
-# exists only in the consumer's memory. An empty queue drops its wake tokens: every token left then stood
-# for a message another consumer already took.
+# exists only in the consumer's memory. Tokens follow the messages: while messages remain, at least one
+# token stays (a token list trimmed at its cap, or a token lost with a failed-over master, never leaves a
+# message to the 1 s safety read); an empty queue drops its tokens, which stood for messages taken already.
 GET = """
 local now = redis.call('TIME')
 local ts = tonumber(now[1]) + tonumber(now[2]) / 1000000
 for i = 4, #KEYS do
   local item = redis.call('RPOP', KEYS[i])
   if item then
+    if ARGV[2] == '1' then redis.call('LPOP', KEYS[3]) end
     if ARGV[1] == '1' then
       local body = item
       if string.byte(item, 1) == 1 then body = string.sub(item, 2) end
@@ -42,7 +47,15 @@ for i = 4, #KEYS do
         redis.call('ZADD', KEYS[2], ts, tag)
       end
     end
-    return item
+    local more = 0
+    for j = i, #KEYS do
+      if redis.call('LLEN', KEYS[j]) > 0 then
+        more = 1
+        break
+      end
+    end
+    if more == 1 and redis.call('LLEN', KEYS[3]) == 0 then redis.call('RPUSH', KEYS[3], '1') end
+    return {item, more}
   end
 end
 redis.call('DEL', KEYS[3])

@@ -124,6 +124,8 @@ class Channel(virtual.Channel):
         self._tag_queue: dict[str, str] = {}
         self._fanout_queues: dict[str, str] = {}  # queue -> fanout exchange
         self._ready: set[str] = set()  # queues to read now (a wake token, a safety read, a new consumer)
+        self._token_woken: set[str] = set()  # ready because this channel popped a wake token for it
+        self._more: set[str] = set()  # the last read said more messages remain: read on, no wait needed
         self._noack_queues: set[str] = set()  # consumed with no_ack: no unacked bookkeeping
         self._auto_delete_queues: set[str] = set()  # deleted when this channel closes
         self._rr = 0
@@ -153,12 +155,19 @@ class Channel(virtual.Channel):
             "put", queue, [self._step_index(message) + 1, dumps(message), WAKE_TOKENS_KEPT], wait_kind="publish"
         )
 
-    def _get(self, queue, timeout=None, deadline=None, no_ack=None):
+    def _get(self, queue, timeout=None, deadline=None, no_ack=None, token=False):
+        """One message; ``token``: this read was woken by a wake token it popped (else it takes one)."""
         no_ack = queue in self._noack_queues if no_ack is None else no_ack
         record = "0" if no_ack else "1"
-        item = self._script("get", queue, [record], deadline=deadline)
-        if not item:
+        result = self._script("get", queue, [record, "0" if token else "1"], deadline=deadline)
+        if not result:
+            self._more.discard(queue)
             raise Empty()
+        item, more = result
+        if int(more):
+            self._more.add(queue)
+        else:
+            self._more.discard(queue)
         redelivered = item[:1] == scripts.REDELIVERED
         message = loads(item[1:] if redelivered else item)
         if redelivered:  # as kombu's redis transport marks a restored message
@@ -324,6 +333,8 @@ class Channel(virtual.Channel):
         if queue is not None and queue not in self._active_queues:
             self._ready.discard(queue)
             self._noack_queues.discard(queue)
+            self._token_woken.discard(queue)
+            self._more.discard(queue)
         if self.connection is not None:
             self.connection.subscriptions_changed()
         return ret
@@ -331,8 +342,10 @@ class Channel(virtual.Channel):
     def deliver_one(self) -> bool:
         """GET one message from a ready consumed queue (round robin) and deliver it; False if none.
 
-        A queue stays ready for one read: the next message is waited for with a wake token of its own.
+        A queue stays ready while its last read said more messages remain (the next read takes a token,
+        saving the wait); an emptied queue is waited on with BLPOP again.
         """
+        self._ready.difference_update(self._fanout_queues)  # fanout arrives over pub/sub, never read here
         queues = [q for q in self._active_queues if q not in self._fanout_queues]
         if not queues:
             return False
@@ -342,15 +355,18 @@ class Channel(virtual.Channel):
             queue = queues[(self._rr + i) % n]
             if queue not in self._ready:
                 continue
+            token = queue in self._token_woken
+            self._token_woken.discard(queue)
             try:
-                message = self._get(queue, deadline=0)
+                message = self._get(queue, deadline=0, token=token)
             except Empty:
                 self._ready.discard(queue)
                 continue
             except BrokerUnavailable as exc:  # its master is failing over: serve the other queues meanwhile
                 error = exc
                 continue
-            self._ready.discard(queue)
+            if queue not in self._more:
+                self._ready.discard(queue)
             self._rr = (self._rr + i + 1) % n
             self.connection._deliver(message, queue)
             return True
@@ -393,6 +409,8 @@ class Channel(virtual.Channel):
                     log.warning("broker: could not delete auto-delete queue %r at close: %s", queue, exc)
         super().close()
         self._ready.clear()
+        self._token_woken.clear()
+        self._more.clear()
 
 
 def _split(val):

@@ -248,7 +248,12 @@ def test_restored_message_is_marked_redelivered(redis_cluster):
 def test_ack_shortfall_does_not_switch_off_wait_for_publishes_under_raise(own_cluster):
     cluster = own_cluster
     wait_replicas_in_sync(cluster)
-    opts = {"replication_wait_replicas": 1, "replication_wait_timeout_ms": 300, "replication_wait_policy": "raise"}
+    opts = {
+        "replication_wait_replicas": 1,
+        "replication_wait_timeout_ms": 300,
+        "replication_wait_policy": "raise",
+        "replication_wait_on": "publish,ack",  # acks wait too (by default only publishes do)
+    }
     queue = Queue(_name("raise"))
     master = cluster.master_for_slot(keys.queue_slot(queue.name))
     (replica,) = cluster.replicas_of(master)
