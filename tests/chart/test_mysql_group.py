@@ -73,7 +73,12 @@ def test_group_members_statefulset(gr):
     assert mysql["args"][:2] == ["bash", "-ec"] and "exec docker-entrypoint.sh mysqld" in script
     assert "--server-id=$(( ${HOSTNAME##*-} + 1 ))" in script
     assert f'--report-host="${{HOSTNAME}}.{R}-mysql-gr.{R}.svc.cluster.local"' in script
-    for arg in ("--gtid-mode=ON", "--enforce-gtid-consistency=ON", "--character-set-server=utf8mb4"):
+    for arg in (
+        "--gtid-mode=ON",
+        "--enforce-gtid-consistency=ON",
+        "--loose-group-replication-start-on-boot=OFF",
+        "--character-set-server=utf8mb4",
+    ):
         assert arg in mysql["args"]
     assert {p["containerPort"] for p in mysql["ports"]} == {3306, 33061}
     assert {m["mountPath"] for m in mysql["volumeMounts"]} == {"/var/lib/mysql", "/docker-entrypoint-initdb.d"}

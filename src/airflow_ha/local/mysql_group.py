@@ -70,6 +70,7 @@ class GroupMember(MySQL):
             f"--report-port={self.port}",
             "--disabled-storage-engines=MyISAM,BLACKHOLE,FEDERATED,ARCHIVE,MEMORY",
             "--skip-replica-start",
+            "--loose-group-replication-start-on-boot=OFF",
         ]
 
     def start(self) -> GroupMember:
@@ -281,8 +282,12 @@ class MySQLGroup:
 
     def states(self) -> dict[int, tuple[str, str]]:
         """Each member's own (MEMBER_STATE, MEMBER_ROLE); ("DOWN", "") when its server does not answer."""
+        return self.states_of(range(self.size))
+
+    def states_of(self, indexes) -> dict[int, tuple[str, str]]:
         out: dict[int, tuple[str, str]] = {}
-        for i, m in enumerate(self.members):
+        for i in indexes:
+            m = self.members[i]
             if not m.running:
                 out[i] = ("DOWN", "")
                 continue

@@ -11,9 +11,11 @@ Before a start it makes its server ready for the group: the group_replication an
 ``group_replication_start_on_boot`` persisted OFF so that only the agent starts Group Replication.
 
 HTTP (``--http-port``): ``GET /primary`` 200 when the local member is an ONLINE PRIMARY in a view with a
-majority and ``super_read_only`` is OFF, 503 otherwise (HAProxy's ``option httpchk``; like Percona's
-clustercheck); ``GET /ready`` 200 when ONLINE in either role (the pod's readiness); ``GET /status`` JSON.
-Each check reads the local server afresh (1 s timeouts).
+majority, ``super_read_only`` is OFF and no other member ONLINE in a majority sees another primary or a group
+without this member (a thawed or healed old primary still sees its old view for seconds), 503 otherwise
+(HAProxy's ``option httpchk``; like Percona's clustercheck); ``GET /ready`` 200 when ONLINE in either role
+(the pod's readiness); ``GET /status`` JSON. Each check reads the local server afresh (1 s timeouts); the
+other members' reports come from the loop's last round (read afresh when older than 3 rounds).
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from airflow_ha.mysql_ops.planner import (
     Decision,
     MemberReport,
     ViewMember,
-    health,
     plan,
+    primary_check,
     ready,
 )
 
@@ -43,6 +45,7 @@ log = logging.getLogger("airflow_ha.mysql_agent")
 PLUGINS = {"group_replication": "group_replication.so", "clone": "mysql_clone.so"}
 RECOVERY_PRIVILEGES = "REPLICATION SLAVE, BACKUP_ADMIN, CLONE_ADMIN, CONNECTION_ADMIN, GROUP_REPLICATION_STREAM"
 CLONE_THRESHOLD_OFF = 9223372036854775807
+ACTION_TIMEOUT = 300.0  # seconds an action's statement may take (a join's START GROUP_REPLICATION)
 
 
 @dataclass(frozen=True)
@@ -86,17 +89,18 @@ class AgentConfig:
             raise ValueError(f"member index {self.index} not in 0..{len(self.mysql) - 1}")
 
 
-def _connect(address: Address, user: str, password: str, timeout: float):
+def _connect(address: Address, user: str, password: str, timeout: float, read_timeout: float | None = None):
     import MySQLdb
 
+    read = max(1, int(read_timeout if read_timeout is not None else timeout * 2))
     return MySQLdb.connect(
         host=address.host,
         port=address.port,
         user=user,
         passwd=password,
         connect_timeout=max(1, int(timeout)),
-        read_timeout=max(1, int(timeout * 2)),
-        write_timeout=max(1, int(timeout * 2)),
+        read_timeout=read,
+        write_timeout=read,
         autocommit=True,
     )
 
@@ -104,8 +108,11 @@ def _connect(address: Address, user: str, password: str, timeout: float):
 def read_report(conn, index: int) -> MemberReport:
     """One member's report from an open connection to its server."""
     cur = conn.cursor()
-    cur.execute("SELECT @@server_uuid, @@gtid_executed, @@super_read_only")
-    uuid, executed, sro = cur.fetchone()
+    cur.execute(
+        "SELECT @@server_uuid, @@gtid_executed, @@super_read_only, COALESCE(@@report_host, @@hostname), "
+        "COALESCE(@@report_port, @@port)"
+    )
+    uuid, executed, sro, report_host, report_port = cur.fetchone()
     cur.execute(
         "SELECT MEMBER_ID, MEMBER_HOST, MEMBER_PORT, MEMBER_STATE, MEMBER_ROLE "
         "FROM performance_schema.replication_group_members"
@@ -138,6 +145,7 @@ def read_report(conn, index: int) -> MemberReport:
         view=view,
         gtids=GtidSet.parse(executed) | GtidSet.parse(received),
         super_read_only=bool(int(sro)),
+        address=f"{report_host}:{int(report_port)}",
     )
 
 
@@ -168,6 +176,7 @@ class Agent:
         self.config = config
         self.pool = ThreadPoolExecutor(max_workers=len(config.mysql), thread_name_prefix="probe")
         self.last_reports: list[MemberReport] = []
+        self.last_reports_at = 0.0  # monotonic time of last_reports
         self.last_decision: Decision | None = None
         self.actions: list[tuple[float, str, str]] = []  # (time, action, outcome), the last 50
         self._stop = threading.Event()
@@ -186,8 +195,10 @@ class Agent:
 
     # -- acting ------------------------------------------------------------------------------------
     def _local(self):
+        """The connection actions run on: START GROUP_REPLICATION returns only once the member joined (or
+        failed to), which can take a while on a slow network."""
         c = self.config
-        return _connect(c.mysql[c.index], c.user, c.password, max(c.connect_timeout, 5.0))
+        return _connect(c.mysql[c.index], c.user, c.password, max(c.connect_timeout, 5.0), ACTION_TIMEOUT)
 
     def settings(self) -> dict[str, str]:
         """Every group_replication_* value set before a START (SQL literals)."""
@@ -280,6 +291,7 @@ class Agent:
     # -- the loop ------------------------------------------------------------------------------------
     def step(self) -> Decision:
         reports = self.probe_all()
+        self.last_reports_at = time.monotonic()
         decision = plan(self.config.index, reports, self.config.clone_threshold)
         changed = self.last_decision is None or (decision.action, decision.reason) != (
             self.last_decision.action,
@@ -313,12 +325,24 @@ class Agent:
         self._stop.set()
 
     # -- HTTP ----------------------------------------------------------------------------------------
+    def peers(self) -> list[MemberReport]:
+        """The other members' reports: the loop's when recent, else read now (the agent itself was frozen)."""
+        fresh_for = max(3.0, 3 * self.config.interval)
+        reports, at = self.last_reports, self.last_reports_at
+        if not reports or time.monotonic() - at > fresh_for:
+            reports = self.probe_all()
+        return [r for r in reports if r.index != self.config.index]
+
+    def primary(self) -> tuple[bool, str]:
+        """The proxy's check: this member is the writable primary, and the majority agrees."""
+        return primary_check(self.probe_self(), self.peers())
+
     def status(self) -> dict:
         mine = self.probe_self()
         return {
             "index": self.config.index,
             "member": _report_json(mine),
-            "primary": health(mine)[0],
+            "primary": primary_check(mine, self.peers())[0],
             "ready": ready(mine)[0],
             "decision": None
             if self.last_decision is None
@@ -334,7 +358,7 @@ class Agent:
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path in ("/primary", "/", "/health"):
-                    ok, why = health(agent.probe_self())
+                    ok, why = agent.primary()
                     self._send(200 if ok else 503, why + "\n")
                 elif path == "/ready":
                     ok, why = ready(agent.probe_self())

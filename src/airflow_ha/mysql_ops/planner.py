@@ -57,6 +57,7 @@ class MemberReport:
     gtids: GtidSet = field(default_factory=GtidSet)  # gtid_executed + received by the applier channel
     super_read_only: bool | None = None
     error: str = ""
+    address: str = ""  # host:port this member reports to the group (report_host/report_port)
 
     @property
     def quorate(self) -> bool:
@@ -148,6 +149,19 @@ def plan(me: int, reports: Sequence[MemberReport], clone_threshold: int | None =
                 "my member has transactions the ONLINE group lacks (errant transactions): it cannot join; an "
                 "operator must re-provision it (empty its data directory: it then rejoins by CLONE)",
             )
+        if mine.address:
+            stale = [
+                (r.index, m.state)
+                for r in groups
+                for m in r.view
+                if f"{m.host}:{m.port}" == mine.address and (m.uuid != mine.uuid or m.state == UNREACHABLE)
+            ]
+            if stale:
+                return Decision(
+                    Action.WAIT,
+                    f"the group still lists this member's previous incarnation ({stale[0][1]} in member "
+                    f"{stale[0][0]}'s view): joining now would time out; it is expelled within seconds",
+                )
         missing = len(group_gtids) - len(mine.gtids)
         clone = clone_threshold is not None and missing > clone_threshold
         donors = ", ".join(str(r.index) for r in groups)
@@ -193,6 +207,28 @@ def health(report: MemberReport) -> tuple[bool, str]:
     if report.super_read_only is not False:
         return False, "PRIMARY but super_read_only is ON"
     return True, "ONLINE PRIMARY, writable"
+
+
+def primary_check(mine: MemberReport, peers: Sequence[MemberReport]) -> tuple[bool, str]:
+    """:func:`health`, cross-checked with the other members: a member that was frozen or cut off and comes
+    back still sees its old view (itself ONLINE PRIMARY of a majority) until it learns it was expelled. So it
+    is the primary only if no other member ONLINE in a view with a majority sees a group without it or another
+    PRIMARY. Members that do not answer (a partition) do not count: the local majority check covers that."""
+    ok, why = health(mine)
+    if not ok:
+        return ok, why
+    for peer in peers:
+        if peer.index == mine.index or not (peer.reachable and peer.state == ONLINE and peer.quorate):
+            continue
+        if mine.uuid and not any(m.uuid == mine.uuid for m in peer.view):
+            return False, f"member {peer.index}'s group (a majority) does not include this member"
+        others = [m for m in peer.view if m.role == PRIMARY and m.state == ONLINE and m.uuid != mine.uuid]
+        if others:
+            return (
+                False,
+                f"member {peer.index}'s group (a majority) has another PRIMARY ({others[0].host}:{others[0].port})",
+            )
+    return True, why
 
 
 def ready(report: MemberReport) -> tuple[bool, str]:

@@ -9,7 +9,9 @@ SIGKILL of every member and a reboot from the most advanced -> a wiped member ba
 from __future__ import annotations
 
 import itertools
+import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -302,6 +304,58 @@ def test_primary_sigkill_elects_a_new_primary_without_losing_a_commit(group):
         f"{gap:.1f} s; {len(acked_before)} rows committed before the kill, {len(writer.acked)} acknowledged in all, "
         f"0 lost ({writer.errors} client errors/reconnects); member {old} restarted and ONLINE again "
         f"{rejoined:.1f} s after its restart (server start + recovery {time.monotonic() - restarted_at:.1f} s)"
+    )
+
+
+def test_frozen_primary_is_replaced_and_rejoins_after_it_thaws(group):
+    """SIGSTOP of the primary (a hung server or node): the majority elects another; the frozen member's check
+    times out so HAProxy stops using it; after SIGCONT it finds itself expelled (ERROR, read only), and its
+    agent stops and rejoins it. Its /primary never answers 200 once thawed."""
+    import urllib.request
+
+    group.wait_online(timeout=60)
+    [old] = group.primaries()
+    others = [i for i in range(group.size) if i != old]
+    agent_port = group.agents[old].http_port
+    writer = Writer(group).start()
+    try:
+        wait_until(lambda: len(writer.acked) >= 50, 30, "50 writes through HAProxy")
+        stopped_at = time.monotonic()
+        os.kill(group.members[old].proc.pid, signal.SIGSTOP)
+        try:
+
+            def elected() -> bool:
+                states = group.states_of(others)
+                return any(r == "PRIMARY" and s == "ONLINE" for s, r in states.values())
+
+            wait_until(elected, 60, "a new primary among the others", interval=0.1)
+            election = time.monotonic() - stopped_at
+            wait_until(lambda: writer.acked_after(stopped_at) >= 20, 60, "writes after the freeze")
+            gap = writer.gap_after(stopped_at)
+        finally:
+            os.kill(group.members[old].proc.pid, signal.SIGCONT)
+        thawed_at = time.monotonic()
+        answers: list[int] = []
+        while time.monotonic() - thawed_at < 5:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{agent_port}/primary", timeout=2) as r:
+                    answers.append(r.status)
+            except Exception as exc:
+                answers.append(getattr(exc, "code", 0))
+            time.sleep(0.1)
+    finally:
+        writer.stop()
+    assert 200 not in answers, f"the thawed old primary's agent answered 200 ({answers.count(200)} times)"
+    rejoined = group.wait_online(timeout=120)
+    present = rows_through_proxy(group)
+    lost = [s for s, _ in writer.acked if s not in present]
+    assert not lost, f"{len(lost)} acknowledged rows lost"
+    assert old not in group.primaries()
+    log = group.agents[old].log_path.read_text(errors="replace")
+    print(
+        f"\n[gr] primary {old} SIGSTOPped: new primary after {election:.1f} s, write gap through HAProxy {gap:.1f} s, "
+        f"0 lost; thawed: never 200 on /primary, ONLINE again {rejoined:.1f} s after SIGCONT "
+        f"(agent: {'stop -> stopped' in log and 'join -> joined' in log})"
     )
 
 

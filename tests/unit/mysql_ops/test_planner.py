@@ -14,6 +14,7 @@ from airflow_ha.mysql_ops.planner import (
     bootstrap_candidate,
     health,
     plan,
+    primary_check,
     ready,
 )
 
@@ -246,3 +247,56 @@ def test_ready_for_online_members_of_either_role():
     assert not ready(state(1, "RECOVERING"))[0]
     assert not ready(online(0, v=view("ONLINE", "UNREACHABLE", "UNREACHABLE")))[0]
     assert not ready(down(0))[0]
+
+
+# -- the proxy's check, cross-checked with the majority --------------------------------------------------
+def test_primary_check_agrees_with_the_majority():
+    me = online(0)
+    peers = [online(1, "SECONDARY"), online(2, "SECONDARY")]
+    assert primary_check(me, peers) == (True, "ONLINE PRIMARY, writable")
+
+
+def test_thawed_old_primary_is_refused_while_it_still_sees_its_old_view():
+    # member 0 was frozen: it still sees itself PRIMARY of all three; 1 and 2 expelled it and elected 1
+    me = online(0)
+    new_view = (ViewMember("uuid-1", "h1", 3306, "ONLINE", "PRIMARY"), ViewMember("uuid-2", "h2", 3306, "ONLINE"))
+    peers = [online(1, "PRIMARY", v=new_view), online(2, "SECONDARY", v=new_view)]
+    ok, why = primary_check(me, peers)
+    assert not ok and "does not include this member" in why
+    # a group that still lists it but follows another primary
+    other = view("ONLINE", "ONLINE", "ONLINE", primary=1)
+    ok, why = primary_check(me, [online(1, "PRIMARY", v=other), online(2, "SECONDARY", v=other)])
+    assert not ok and "another PRIMARY" in why
+
+
+def test_primary_check_ignores_silent_and_minority_peers():
+    me = online(0)
+    minority = online(1, "PRIMARY", v=view("UNREACHABLE", "ONLINE", "UNREACHABLE", primary=1))
+    assert primary_check(me, [down(1), down(2)])[0]
+    assert primary_check(me, [minority, offline(2)])[0]
+    assert primary_check(me, [state(1, "RECOVERING"), online(2, "SECONDARY")])[0]
+
+
+def test_primary_check_is_never_200_without_local_health():
+    assert not primary_check(online(1, "SECONDARY"), [online(0)])[0]
+    assert not primary_check(down(0), [])[0]
+
+
+def test_join_waits_until_the_previous_incarnation_is_expelled():
+    # member 0 restarted (or re-provisioned) faster than the group expelled it: its old entry is still there
+    old_entry = (
+        ViewMember("uuid-old", "h0", 3306, "UNREACHABLE"),
+        ViewMember("uuid-1", "h1", 3306, "ONLINE", "PRIMARY"),
+        ViewMember("uuid-2", "h2", 3306, "ONLINE", "SECONDARY"),
+    )
+    me = MemberReport(0, True, uuid="uuid-new", state="OFFLINE", address="h0:3306")
+    reports = [me, online(1, v=old_entry), online(2, "SECONDARY", v=old_entry)]
+    d = plan(0, reports)
+    assert d.action == Action.WAIT and "previous incarnation" in d.reason
+    # same uuid (a restart), still listed as UNREACHABLE: wait too
+    same = (ViewMember("uuid-0", "h0", 3306, "UNREACHABLE"), *old_entry[1:])
+    me_again = MemberReport(0, True, uuid="uuid-0", state="OFFLINE", address="h0:3306")
+    assert plan(0, [me_again, online(1, v=same), online(2, "SECONDARY", v=same)]).action == Action.WAIT
+    # expelled: join
+    expelled = old_entry[1:]
+    assert plan(0, [me, online(1, v=expelled), online(2, "SECONDARY", v=expelled)]).action == Action.JOIN
