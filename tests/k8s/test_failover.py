@@ -79,11 +79,21 @@ def test_split_brain(k8s_backend, node_control, policy):
     # no-wait: what is lost is the measurement (acknowledged writes the cut-off master dropped at heal).
 
 
-def test_node_lost(k8s_backend, node_control):
-    result = nodes.node_lost(k8s_backend, node_control)
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["node-1", "node-2", "node-3"])
+def test_node_lost(k8s_backend, node_control, index):
+    """Every node in turn, whatever runs on it (database member, Redis master, scheduler, shard pods)."""
+    names = sorted(n.metadata.name for n in k8s_backend.core.list_node().items)
+    result = nodes.node_lost(k8s_backend, node_control, target=names[index])
     RESULTS.append(result)
     assert result.dag_runs_succeeded == result.dag_runs, result
     assert result.tasks_lost == 0, result
+    assert result.recovery_seconds is not None and result.recovery_seconds <= 60, result  # new runs flow within 60 s
+
+
+def test_database_primary_partitioned(k8s_backend, node_control):
+    result = nodes.database_partition(k8s_backend, node_control)
+    RESULTS.append(result)
+    assert result.tasks_expected > 0 and result.tasks_lost == 0, result
 
 
 def test_drain_respects_budgets_and_every_run_succeeds(k8s_backend):

@@ -117,6 +117,7 @@ class KubernetesBackend:
         self.namespace, self.release, self.kubectl = namespace, release, kubectl
         # Nodes a scenario is about to lose: forwards go to pods elsewhere (see _forward_target).
         self.avoid_nodes: set[str] = set()
+        self._group_replication: bool | None = None
         self._api_forward = PortForward(kubectl, namespace, lambda: self._forward_target("api-server"), 8080)
         self._db_forward = PortForward(kubectl, namespace, lambda: self._forward_target("database"), 3306)
         self.api = AirflowAPI(
@@ -124,8 +125,23 @@ class KubernetesBackend:
         )
         self._db_url = urlsplit(self._secret(f"{release}-connections", "sql-alchemy-conn"))
 
+    @property
+    def group_replication(self) -> bool:
+        """The release's database is a Group Replication group (mysql.mode: groupReplication) behind HAProxy."""
+        if self._group_replication is None:
+            selector = f"app.kubernetes.io/instance={self.release},component=mysql-gr"
+            self._group_replication = bool(self.core.list_namespaced_pod(self.namespace, label_selector=selector).items)
+        return self._group_replication
+
+    def _label(self, component: str) -> str:
+        if component == "database" and self.group_replication:
+            return "mysql-gr"
+        return COMPONENT_LABELS.get(component, component)
+
     def _forward_target(self, component: str) -> str:
         """A Ready pod of ``component`` on a Ready node not in ``avoid_nodes``; else its Service."""
+        if component == "database" and self.group_replication:
+            component = "mysql-proxy"  # SQL goes where Airflow's goes: the proxy in front of the primary
         service = f"{self.release}-{COMPONENT_LABELS.get(component, component)}"
         try:
             ready_nodes = {
@@ -158,7 +174,7 @@ class KubernetesBackend:
         return base64.b64decode(self.core.read_namespaced_secret(name, self.namespace).data[key]).decode()
 
     def _pods(self, component: str) -> list:
-        label = COMPONENT_LABELS.get(component, component)
+        label = self._label(component)
         selector = f"app.kubernetes.io/instance={self.release},component={label}"
         return self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
 
@@ -255,6 +271,20 @@ class KubernetesBackend:
         conn = self._db_connect()
         return fetch_all(conn, query, params)
 
+    def execute(self, statement: str, params: tuple = ()) -> None:
+        """One write statement, committed."""
+        conn = self._db_connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement, params)
+            conn.commit()
+        finally:
+            conn.close()
+
+    def db_connection(self):
+        """A new connection to the metadata database, as Airflow reaches it (the proxy, for a group)."""
+        return self._db_connect(attempts=1)
+
     def _cluster_nodes(self) -> list[ClusterNode]:
         """CLUSTER NODES as the first Redis pod that answers sees it."""
         password = self._secret(f"{self.release}-redis-password", "password")
@@ -292,10 +322,43 @@ class KubernetesBackend:
         return wait_for(serving, timeout, f"the slots of {killed} served again", interval=1)
 
     def restart_database(self) -> None:
-        for pod in self._pods("database"):
-            self.core.delete_namespaced_pod(pod.metadata.name, self.namespace)  # graceful: a restart, not a crash
+        """The single database pod, or the group's primary, restarted (graceful: a restart, not a crash)."""
+        pods = self._pods("database")
+        if self.group_replication:
+            primary = self.database_primary()
+            pods = [p for p in pods if p.metadata.name == primary]
+        for pod in pods:
+            self.core.delete_namespaced_pod(pod.metadata.name, self.namespace)
         time.sleep(5)
         wait_for(lambda: self.instances("database"), 600, "the database pod Ready again", interval=3)
+        wait_for(self.database_redundant, 600, "every database member back and in sync", interval=3)
+
+    def database_primary(self) -> str:
+        """The pod name of the group's primary (as the proxy's connection sees the group)."""
+        rows = self.sql(
+            "SELECT MEMBER_HOST FROM performance_schema.replication_group_members WHERE MEMBER_ROLE = 'PRIMARY'"
+        )
+        if not rows:
+            raise RuntimeError("the database group has no primary")
+        return str(rows[0][0]).split(".", 1)[0]
+
+    def database_redundant(self) -> bool:
+        """Single pod: Ready. Group: every member of the StatefulSet ONLINE in the group."""
+        try:
+            if not self.group_replication:
+                return bool(self.instances("database"))
+            want = sum(
+                s.spec.replicas or 0
+                for s in self.apps.list_namespaced_stateful_set(
+                    self.namespace, label_selector=f"app.kubernetes.io/instance={self.release},component=mysql-gr"
+                ).items
+            )
+            (online,) = self.sql(
+                "SELECT COUNT(*) FROM performance_schema.replication_group_members WHERE MEMBER_STATE = 'ONLINE'"
+            )[0]
+            return want > 0 and int(online) == want
+        except Exception:  # the proxy or a member between states: not yet
+            return False
 
     def rolling_restart(self) -> None:
         """``kubectl rollout restart`` of every Airflow workload, one after another, as an upgrade rolls."""

@@ -223,12 +223,23 @@ def _pick_node(view: ClusterView, need_partition: NodeControl | None = None) -> 
     return max(candidates, key=load)
 
 
-def node_lost(backend: KubernetesBackend, nodes: NodeControl, down_seconds: float = 90.0) -> ScenarioResult:
+def _committed(backend: KubernetesBackend) -> tuple[int, int]:
+    """(highest dag_run id, rows up to it): rows committed before a failure must all be there after it."""
+    (top,) = backend.sql("SELECT COALESCE(MAX(id), 0) FROM dag_run")[0]
+    (count,) = backend.sql("SELECT COUNT(*) FROM dag_run WHERE id <= %s", (top,))[0]
+    return int(top), int(count)
+
+
+def node_lost(
+    backend: KubernetesBackend, nodes: NodeControl, target: str | None = None, down_seconds: float = 90.0
+) -> ScenarioResult:
+    """Power ``target`` off (default: the busiest node with a scheduler) with probe runs and smart sensors in
+    flight; a Redis master is moved onto it first, so its loss is a failover too."""
     view = ClusterView(backend)
     backend.recover()
     # Earlier failovers may have gathered masters on one node; the reconciler CronJob spreads them again.
     wait_for(view.placement_ok, 300, "masters spread and no master beside its replica", interval=5)
-    target = _pick_node(view)
+    target = target or _pick_node(view)
     master = view.ensure_master_on(target)
     on_node = sorted(p.metadata.name for p in view.pods() if p.spec.node_name == target and p.status.phase == "Running")
     workload = Workload(backend, "node-lost", seconds=3.0)
@@ -252,6 +263,12 @@ def node_lost(backend: KubernetesBackend, nodes: NodeControl, down_seconds: floa
     )
     backend.avoid_nodes = {target}  # API and DB forwards go to pods elsewhere before the node goes
     backend.reconnect()
+    top_id, committed = _committed(backend)
+    database_pods = sorted(
+        p.metadata.name
+        for p in view.pods()
+        if p.spec.node_name == target and "mysql" in (p.metadata.labels or {}).get("component", "")
+    )
     started = time.monotonic()
     nodes.stop(target)
     back = False
@@ -286,9 +303,13 @@ def node_lost(backend: KubernetesBackend, nodes: NodeControl, down_seconds: floa
     returned = time.monotonic()
     backend.recover()
     wait_for(view.placement_ok, 300, "full Redis redundancy with no master beside its replica", interval=5)
+    wait_for(backend.database_redundant, 600, "every database member back and in sync", interval=5)
     backend.wait_healthy(300)
     backend.avoid_nodes = set()
     redundant = time.monotonic() - returned
+    (kept,) = backend.sql("SELECT COUNT(*) FROM dag_run WHERE id <= %s", (top_id,))[0]
+    if int(kept) != committed:
+        raise ScenarioError(f"{committed - int(kept)} dag_run rows committed before the node loss are gone")
     result = workload.result(flowing, {**states, **sensor_states}, [])
     sensor_result = sensors.result(None, sensor_states, [])
     result.dag_runs += sensor_result.dag_runs
@@ -301,8 +322,10 @@ def node_lost(backend: KubernetesBackend, nodes: NodeControl, down_seconds: floa
         f"masters off {target} held {fewest[0]} slots at the stop, all {TOTAL_SLOTS} after {redis_back:.1f}s; "
         f"a new run's task ran after {flowing:.1f}s; node back after {down_for:.0f}s; full redundancy with "
         f"correct placement {redundant:.0f}s after every run ended; {len(sensors.runs)} sensor runs "
-        f"({sensor_result.tasks_expected} sensors) waited through it"
+        f"({sensor_result.tasks_expected} sensors) waited through it; database pods on it: "
+        f"{', '.join(database_pods) or 'none'}; all {committed} dag_run rows committed before the stop kept"
     ]
+    result.scenario = f"node-lost-{target}"
     return result
 
 
@@ -584,3 +607,108 @@ def drain(backend: KubernetesBackend, timeout_seconds: float = 240.0) -> Scenari
         + ("" if drained else " (pods with node-local volumes cannot move: their budget stops the drain)")
     ]
     return workload.result(drain_seconds if drained else None, states, notes)
+
+
+# -- the database primary's node cut off -----------------------------------------------------------------
+def database_partition(backend: KubernetesBackend, nodes: NodeControl, cut_seconds: float = 45.0) -> ScenarioResult:
+    """Cut the Group Replication primary's node off the network while a client commits rows through the
+    proxy; after ``heal`` every row whose COMMIT returned is there, and the old primary rejoined (a member
+    that had committed anything the majority lacks could not rejoin: the minority took no writes)."""
+    import threading
+
+    import MySQLdb
+
+    if not backend.group_replication:
+        raise ScenarioError("the release's database is a single pod (mysql.mode: single): nothing to fail over to")
+    view = ClusterView(backend)
+    backend.recover()
+    wait_for(backend.database_redundant, 600, "every database member ONLINE", interval=5)
+    members = backend.sql(
+        "SELECT MEMBER_ID, MEMBER_HOST, MEMBER_ROLE FROM performance_schema.replication_group_members"
+    )
+    node_of = {p.metadata.name: p.spec.node_name for p in view.pods("database")}
+    primary = next(str(h).split(".", 1)[0] for _id, h, role in members if role == "PRIMARY")
+    if not nodes.can_partition(node_of[primary]):  # hand the primary to a member whose node can be cut
+        uuid_, host = next(
+            (i, str(h).split(".", 1)[0])
+            for i, h, _role in members
+            if nodes.can_partition(node_of[str(h).split(".", 1)[0]])
+        )
+        backend.sql("SELECT group_replication_set_as_primary(%s)", (uuid_,))
+        wait_for(lambda: backend.database_primary() == host, 120, f"{host} to become the primary", interval=2)
+        primary = host
+    target = node_of[primary]
+    backend.avoid_nodes = {target}
+    backend.reconnect()
+    table = f"airflow_ha_partition_{uuid.uuid4().hex[:6]}"
+    backend.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, at DOUBLE)")
+    committed: list[int] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        conn, n = None, 0
+        while not stop.is_set():
+            try:
+                if conn is None:
+                    conn = backend.db_connection()
+                n += 1
+                with conn.cursor() as cur:
+                    cur.execute(f"INSERT INTO {table} VALUES (%s, %s)", (n, time.time()))
+                conn.commit()
+                committed.append(n)
+            except (MySQLdb.Error, OSError) as exc:
+                errors.append(type(exc).__name__)
+                with contextlib.suppress(Exception):
+                    conn.close()
+                conn = None
+                time.sleep(0.5)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(committed) >= 20, 120, "rows committed through the proxy", interval=1)
+        before = len(committed)
+        cut_at = time.monotonic()
+        nodes.partition(target)
+        try:
+            wait_for(
+                lambda: len(committed) > before + 20, cut_seconds + 120, "rows committed on the new primary", interval=1
+            )
+            writable_after = time.monotonic() - cut_at
+            time.sleep(max(0.0, cut_seconds - (time.monotonic() - cut_at)))
+        finally:
+            nodes.heal(target)
+        stop.set()
+        thread.join(30)
+        healed = time.monotonic()
+        wait_for(backend.database_redundant, 600, "the cut-off member back ONLINE in the group", interval=5)
+        rejoined = time.monotonic() - healed
+        present = {int(r[0]) for r in backend.sql(f"SELECT id FROM {table}")}
+        new_primary = backend.database_primary()
+    finally:
+        stop.set()
+        backend.avoid_nodes = set()
+        with contextlib.suppress(Exception):
+            backend.execute(f"DROP TABLE IF EXISTS {table}")
+    lost = sorted(set(committed) - present)
+    notes = [
+        f"cut off {target} with the database primary {primary} for {cut_seconds:.0f}s while a client committed "
+        f"rows through the proxy: {len(committed)} committed, {len(lost)} lost after heal; writes went through "
+        f"again {writable_after:.1f}s after the cut (new primary {new_primary}); the old primary rejoined "
+        f"{rejoined:.0f}s after heal; {len(errors)} client errors (reconnected)"
+    ]
+    return ScenarioResult(
+        scenario="database-primary-partitioned",
+        backend=backend.name,
+        dag_runs=0,
+        dag_runs_succeeded=0,
+        tasks_expected=len(committed),
+        tasks_succeeded=len(set(committed) & present),
+        tasks_retried=0,
+        tasks_duplicated=0,
+        tasks_lost=len(lost),
+        recovery_seconds=writable_after,
+        notes=notes,
+    )
