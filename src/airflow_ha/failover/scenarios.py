@@ -175,15 +175,20 @@ def scheduler_killed(backend: Backend) -> ScenarioResult:
     return _finish(workload, time.monotonic() - started, notes)
 
 
-def worker_killed(backend: Backend) -> ScenarioResult:
-    """kill -9 a Celery worker while it runs tasks (acks_late): the tasks run again elsewhere."""
-    workload = Workload(backend, "worker-killed", seconds=15.0)
+def _running_on_a_worker(workload: Workload) -> tuple[str, list[tuple]]:
+    """Trigger a run; return a worker running some of its tasks and those tasks' (run, task, map index)."""
     workload.trigger(1)
     running = wait_for(
         lambda: [row for row in workload.work_instances() if row[3] == "running" and row[5]], 180, "a running task"
     )
     instance = running[0][5]
-    victims = [row[:3] for row in workload.work_instances() if row[3] == "running" and row[5] == instance]
+    return instance, [row[:3] for row in workload.work_instances() if row[3] == "running" and row[5] == instance]
+
+
+def worker_killed(backend: Backend) -> ScenarioResult:
+    """kill -9 a Celery worker while it runs tasks (acks_late): the tasks run again elsewhere."""
+    workload = Workload(backend, "worker-killed", seconds=15.0)
+    instance, victims = _running_on_a_worker(workload)
     started = time.monotonic()
     backend.kill("worker", instance)
 
@@ -210,12 +215,7 @@ def worker_frozen(backend: Backend, frozen_seconds: float = 45.0) -> ScenarioRes
     """SIGSTOP a worker running tasks for longer than the lost-worker bound, then SIGCONT: a slow worker is
     not a dead one, so its tasks must finish on their first try (no false positive of the worker watcher)."""
     workload = Workload(backend, "worker-frozen", seconds=10.0)
-    workload.trigger(1)
-    running = wait_for(
-        lambda: [row for row in workload.work_instances() if row[3] == "running" and row[5]], 180, "a running task"
-    )
-    instance = running[0][5]
-    victims = [row[:3] for row in workload.work_instances() if row[3] == "running" and row[5] == instance]
+    instance, victims = _running_on_a_worker(workload)
     backend.freeze("worker", instance, True)
     try:
         time.sleep(frozen_seconds)
