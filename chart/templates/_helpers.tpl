@@ -305,8 +305,9 @@ imagePullSecrets:
 {{/* The pod spec fields shared by Airflow pods (everything but containers):
      (dict "root" $ "component" NAME "values" COMPONENT_VALUES) */}}
 {{- define "airflow-ha.airflowPodCommon" -}}
-serviceAccountName: {{ include "airflow-ha.serviceAccountName" .root }}
-automountServiceAccountToken: false
+{{- /* "serviceAccount": a component's own account whose token it needs (the worker watcher); others get none */}}
+serviceAccountName: {{ default (include "airflow-ha.serviceAccountName" .root) .serviceAccount }}
+automountServiceAccountToken: {{ not (empty .serviceAccount) }}
 securityContext:
   {{- toYaml .root.Values.airflowPodSecurityContext | nindent 2 }}
 {{- if .values.terminationGracePeriodSeconds }}
