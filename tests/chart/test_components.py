@@ -131,7 +131,12 @@ def test_env_on_every_airflow_container(render, values_file):
     checked = 0
     for name, spec in rendered.pod_specs():
         for c in spec.get("initContainers", []) + spec["containers"]:
-            if not c["image"].startswith("airflow-ha/airflow") or c["name"] in ("health", "reconciler", "auth-file"):
+            if not c["image"].startswith("airflow-ha/airflow") or c["name"] in (
+                "health",
+                "reconciler",
+                "auth-file",
+                "agent",
+            ):
                 continue
             env = env_of(c)
             for var, value in PLAIN_ENV.items():
@@ -493,7 +498,12 @@ def test_mysql(default):
 def test_kubeone_profile(render):
     rendered = render("kubeone.yaml")
     images = {c["image"] for _, spec in rendered.pod_specs() for c in spec["containers"]}
-    assert images == {"airflow-ha/airflow:0.1.0", "airflow-ha/redis:8", "airflow-ha/mysql:9.7"}
+    assert images == {
+        "airflow-ha/airflow:0.1.0",
+        "airflow-ha/redis:8",
+        "airflow-ha/mysql:9.7",
+        "airflow-ha/haproxy:2.6",
+    }
     for name, spec in rendered.pod_specs():
         for c in spec.get("initContainers", []) + spec["containers"]:
             assert c["imagePullPolicy"] == "IfNotPresent", name
