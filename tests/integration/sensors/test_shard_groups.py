@@ -12,17 +12,16 @@ and every sensor succeeds.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from airflow_ha.failover.local import LocalBackend
 from airflow_ha.failover.scenarios import wait_for
 from airflow_ha.local.airflow import sensor_shard_name
 from airflow_ha.sensors.status import StatusStore, client_for_url
+from tests.integration.sensors.topology import sensor_topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,35 +39,20 @@ def chart_health_check_threshold() -> str:
 
 @pytest.fixture(scope="module")
 def group(tmp_path_factory, redis_cluster, mysql):
-    base = tmp_path_factory.mktemp("shard-group")
-    dags = base / "dags"
-    dags.mkdir()
-    shutil.copy(REPO / "dags" / "ha_probe.py", dags)
-    shutil.copy(Path(__file__).parent / "dags" / "shard_group.py", dags)
-    markers = base / "markers"
-    markers.mkdir()
-    backend = LocalBackend(
-        base,
-        dags,
-        broker_url_for=lambda cluster: cluster.url(),
+    env = {
+        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": chart_health_check_threshold(),
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "1800",
+    }
+    with sensor_topology(
+        tmp_path_factory.mktemp("shard-group"),
+        "shard_group.py",
+        [DAG_ID],
+        env,
         sensor_shards=1,  # one group: every sensor is on it
         sensor_replicas=2,
-        schedulers=1,
-        workers=1,
         worker_concurrency=8,
-        extra_env={
-            "AIRFLOW_HA_TEST_MARKER_DIR": str(markers),
-            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": chart_health_check_threshold(),
-            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "1800",
-        },
-    )
-    try:
-        backend.up()
-        wait_for(lambda: DAG_ID in backend.api.dag_ids(), 180, "the shard_group DAG to be parsed", interval=2)
-        backend.api.unpause(DAG_ID)
-        yield backend, markers
-    finally:
-        backend.down()
+    ) as topology:
+        yield topology
 
 
 def _deferred(backend, run_id: str) -> int:

@@ -11,17 +11,16 @@ naming the target.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from airflow_ha.failover.local import LocalBackend
 from airflow_ha.failover.scenarios import wait_for
 from airflow_ha.local.airflow import sensor_shard_name
 from airflow_ha.sensors.status import StatusStore, client_for_url
+from tests.integration.sensors.topology import sensor_topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,37 +33,19 @@ SHARDS = 2
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory, redis_cluster, mysql):
-    base = tmp_path_factory.mktemp("smart-sensors")
-    dags = base / "dags"
-    dags.mkdir()
-    shutil.copy(REPO / "dags" / "ha_probe.py", dags)
-    shutil.copy(Path(__file__).parent / "dags" / "sensor_fleet.py", dags)
-    markers = base / "markers"
-    markers.mkdir()
-    backend = LocalBackend(
-        base,
-        dags,
-        broker_url_for=lambda cluster: cluster.url(),
+    # 50 tasks through 4 slots queue for minutes on a busy 2-core machine: that is the point of the test,
+    # not a stuck task (the failover suite's 60 s would fail them).
+    env = {"AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "1800"}
+    with sensor_topology(
+        tmp_path_factory.mktemp("smart-sensors"),
+        "sensor_fleet.py",
+        [*FLEET_DAGS, "sensor_fleet_timeouts"],
+        env,
         sensor_shards=SHARDS,
         sensor_replicas=1,  # one triggerer per shard: exactly one poke per target (test_shard_groups: 2 each)
-        schedulers=1,
-        workers=1,
         worker_concurrency=4,
-        extra_env={
-            "AIRFLOW_HA_TEST_MARKER_DIR": str(markers),
-            # 50 tasks through 4 slots queue for minutes on a busy 2-core machine: that is the point of
-            # the test, not a stuck task (the failover suite's 60 s would fail them).
-            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "1800",
-        },
-    )
-    try:
-        backend.up()
-        wait_for(lambda: set(FLEET_DAGS) <= backend.api.dag_ids(), 180, "the fleet DAGs to be parsed", interval=2)
-        for dag_id in [*FLEET_DAGS, "sensor_fleet_timeouts"]:
-            backend.api.unpause(dag_id)
-        yield backend, markers
-    finally:
-        backend.down()
+    ) as topology:
+        yield topology
 
 
 def _states(backend, run_id: str) -> dict[str, int]:
