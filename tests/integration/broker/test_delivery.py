@@ -634,3 +634,36 @@ def test_a_publish_wakes_one_of_four_blocked_consumers(redis_cluster):
     assert not errors, errors
     assert [b for _i, b in delivered] == [{"n": 1}]
     assert scripts_run == 2  # the publish's PUT and ONE consumer's GET; waking all four would make it 5
+
+
+# == a master crashing and restarting inside cluster-node-timeout (no failover) ======================================
+def test_master_crash_and_fast_restart_keeps_every_acknowledged_publish(own_cluster):
+    """SIGKILL a queue's master right after a run of acknowledged publishes and start it again well inside
+    cluster-node-timeout: no failover happens, the master reloads its own AOF and its replica resyncs from
+    it, so only what was on the master's disk survives. With the chart's ``appendfsync always`` (the local
+    cluster's config too) every publish that returned is there."""
+    cluster = own_cluster
+    wait_replicas_in_sync(cluster)
+    queue = Queue(_name("crash-restart"))
+    master = cluster.master_for_slot(keys.queue_slot(queue.name))
+    with master.client(decode_responses=True) as admin:
+        assert admin.config_get("appendfsync")["appendfsync"] == "always"
+    sent = 300
+    with Connection(cluster.url()) as conn:
+        producer = Producer(conn)
+        for i in range(sent):
+            producer.publish({"i": i}, routing_key=queue.name, declare=[queue] if i == 0 else [])
+    started = time.monotonic()
+    cluster.kill(master)
+    cluster.restart(master)
+    down_for = time.monotonic() - started
+    wait_until(lambda: master.running and master.role() == "master", 30, "the restarted master serving again")
+    assert down_for * 1000 < cluster.node_timeout_ms, f"down {down_for:.2f}s: a failover could have happened"
+    got = []
+    with (
+        Connection(cluster.url()) as conn,
+        Consumer(conn, [queue], callbacks=[lambda body, m: (got.append(body["i"]), m.ack())]),
+    ):
+        _drain(conn, got, sent, timeout=60)
+    print(f"\nmaster down {down_for * 1000:.0f} ms (node timeout {cluster.node_timeout_ms} ms): {len(set(got))}/{sent}")
+    assert sorted(set(got)) == list(range(sent))
