@@ -640,8 +640,9 @@ def test_a_publish_wakes_one_of_four_blocked_consumers(redis_cluster):
 def test_master_crash_and_fast_restart_keeps_every_acknowledged_publish(own_cluster):
     """SIGKILL a queue's master right after a run of acknowledged publishes and start it again well inside
     cluster-node-timeout: no failover happens, the master reloads its own AOF and its replica resyncs from
-    it, so only what was on the master's disk survives. With the chart's ``appendfsync always`` (the local
-    cluster's config too) every publish that returned is there."""
+    it, so only what the master had written to its AOF survives (with ``appendonly no`` it would reload an
+    older snapshot and lose them). The chart's ``appendfsync always`` also keeps them when a slow fsync made
+    ``everysec`` postpone the AOF write past the reply, and through a kernel crash."""
     cluster = own_cluster
     wait_replicas_in_sync(cluster)
     queue = Queue(_name("crash-restart"))
