@@ -89,7 +89,12 @@ def test_worker_watcher_reads_worker_pods_and_nodes_only(default):
     spec = default.get("Deployment", WATCHER)["spec"]["template"]["spec"]
     assert spec["serviceAccountName"] == WATCHER and spec["automountServiceAccountToken"] is True
     args = spec["containers"][0]["args"]
-    assert args[:4] == ["airflow-ha", "worker-watch", "--selector", "app.kubernetes.io/instance=airflow-ha,component=worker"]
+    assert args[:4] == [
+        "airflow-ha",
+        "worker-watch",
+        "--selector",
+        "app.kubernetes.io/instance=airflow-ha,component=worker",
+    ]
     # every other Airflow pod runs without a Kubernetes API token
     for name, pod_spec in default.pod_specs():
         if name != f"Deployment/{WATCHER}" and "reconciler" not in name:
