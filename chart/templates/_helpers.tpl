@@ -245,7 +245,9 @@ imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
 {{- if .Values.waitForMigrations.enabled }}
 - name: wait-for-migrations
   {{- include "airflow-ha.airflowImage" . | nindent 2 }}
-  args: ["airflow", "db", "check-migrations", "--migration-wait-timeout={{ int .Values.waitForMigrations.timeoutSeconds }}"]
+  {{- /* Not `airflow db check-migrations`: it polls inside one transaction, whose metadata lock on MySQL
+         stops the migration Job's CREATE TABLE for as long as any pod waits (src/airflow_ha/migrations.py). */}}
+  args: ["airflow-ha", "wait-for-migrations", "--timeout", "{{ int .Values.waitForMigrations.timeoutSeconds }}"]
   env:
     {{- include "airflow-ha.env" . | nindent 4 }}
   volumeMounts:

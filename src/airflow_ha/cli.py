@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "airflow_ha.redis_ops.cli",
     "airflow_ha.mysql_ops.cli",
     "airflow_ha.worker_watch",
+    "airflow_ha.migrations",
 )
 
 

@@ -165,7 +165,7 @@ def test_every_airflow_pod_waits_for_migrations(default):
     for (kind, name), _ in AIRFLOW_WORKLOADS.items():
         init = pod(default, kind, name)["initContainers"]
         assert [c["name"] for c in init] == ["auth-file", "wait-for-migrations"], name
-        assert init[1]["args"] == ["airflow", "db", "check-migrations", "--migration-wait-timeout=600"]
+        assert init[1]["args"] == ["airflow-ha", "wait-for-migrations", "--timeout", "600"]
 
 
 def test_auth_passwords_file_is_writable_copy_of_the_secret(default):

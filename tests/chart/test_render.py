@@ -99,3 +99,15 @@ def test_worker_watcher_reads_worker_pods_and_nodes_only(default):
     for name, pod_spec in default.pod_specs():
         if name != f"Deployment/{WATCHER}" and "reconciler" not in name:
             assert pod_spec.get("automountServiceAccountToken") is not True, name
+
+
+def test_pods_waiting_for_migrations_do_not_lock_the_schema(default):
+    """Every Airflow pod waits for the schema with `airflow-ha wait-for-migrations`, not `airflow db
+    check-migrations`, whose transaction-long metadata lock stops the migration Job on MySQL."""
+    checked = 0
+    for name, spec in default.pod_specs():
+        for c in spec.get("initContainers", []):
+            if c["name"] == "wait-for-migrations":
+                assert c["args"][:2] == ["airflow-ha", "wait-for-migrations"], name
+                checked += 1
+    assert checked >= 8
