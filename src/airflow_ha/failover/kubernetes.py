@@ -333,14 +333,36 @@ class KubernetesBackend:
         wait_for(lambda: self.instances("database"), 600, "the database pod Ready again", interval=3)
         wait_for(self.database_redundant, 600, "every database member back and in sync", interval=3)
 
-    def database_primary(self) -> str:
-        """The pod name of the group's primary (as the proxy's connection sees the group)."""
-        rows = self.sql(
-            "SELECT MEMBER_HOST FROM performance_schema.replication_group_members WHERE MEMBER_ROLE = 'PRIMARY'"
+    def mysql_root(self, statement: str) -> list[list[str]]:
+        """``statement`` as MySQL's root in a Ready member on a node not being lost (group administration and
+        performance_schema are beyond the airflow user); rows of tab-separated columns."""
+        password = self._secret(f"{self.release}-mysql-passwords", "mysql-root-password")
+        argv = ["mysql", "-uroot", f"-p{password}", "-N", "-B", "-e", statement]
+        errors = []
+        for pod in self._pods("database"):
+            if not self._ready(pod) or pod.spec.node_name in self.avoid_nodes:
+                continue
+            try:
+                out = self._kubectl("exec", pod.metadata.name, "-c", "mysql", "--", *argv, timeout=30)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                errors.append(f"{pod.metadata.name}: {exc}")
+                continue
+            return [line.split("\t") for line in out.splitlines() if line.strip()]
+        raise RuntimeError(f"no database member answered: {'; '.join(errors) or 'none Ready'}")
+
+    def group_members(self) -> list[tuple[str, str, str, str]]:
+        """(member id, pod name, state, role) of every member in the group's view."""
+        rows = self.mysql_root(
+            "SELECT MEMBER_ID, MEMBER_HOST, MEMBER_STATE, MEMBER_ROLE FROM performance_schema.replication_group_members"
         )
-        if not rows:
+        return [(r[0], r[1].split(".", 1)[0], r[2], r[3]) for r in rows if len(r) == 4]
+
+    def database_primary(self) -> str:
+        """The pod name of the group's primary."""
+        primaries = [pod for _id, pod, state, role in self.group_members() if role == "PRIMARY" and state == "ONLINE"]
+        if not primaries:
             raise RuntimeError("the database group has no primary")
-        return str(rows[0][0]).split(".", 1)[0]
+        return primaries[0]
 
     def database_redundant(self) -> bool:
         """Single pod: Ready. Group: every member of the StatefulSet ONLINE in the group."""
@@ -353,10 +375,8 @@ class KubernetesBackend:
                     self.namespace, label_selector=f"app.kubernetes.io/instance={self.release},component=mysql-gr"
                 ).items
             )
-            (online,) = self.sql(
-                "SELECT COUNT(*) FROM performance_schema.replication_group_members WHERE MEMBER_STATE = 'ONLINE'"
-            )[0]
-            return want > 0 and int(online) == want
+            online = sum(1 for _id, _pod, state, _role in self.group_members() if state == "ONLINE")
+            return want > 0 and online == want
         except Exception:  # the proxy or a member between states: not yet
             return False
 

@@ -623,20 +623,14 @@ def database_partition(backend: KubernetesBackend, nodes: NodeControl, cut_secon
     view = ClusterView(backend)
     backend.recover()
     wait_for(backend.database_redundant, 600, "every database member ONLINE", interval=5)
-    members = backend.sql(
-        "SELECT MEMBER_ID, MEMBER_HOST, MEMBER_ROLE FROM performance_schema.replication_group_members"
-    )
+    members = backend.group_members()
     node_of = {p.metadata.name: p.spec.node_name for p in view.pods("database")}
-    primary = next(str(h).split(".", 1)[0] for _id, h, role in members if role == "PRIMARY")
+    primary = backend.database_primary()
     if not nodes.can_partition(node_of[primary]):  # hand the primary to a member whose node can be cut
-        uuid_, host = next(
-            (i, str(h).split(".", 1)[0])
-            for i, h, _role in members
-            if nodes.can_partition(node_of[str(h).split(".", 1)[0]])
-        )
-        backend.sql("SELECT group_replication_set_as_primary(%s)", (uuid_,))
-        wait_for(lambda: backend.database_primary() == host, 120, f"{host} to become the primary", interval=2)
-        primary = host
+        member_id, pod = next((i, pod) for i, pod, _state, _role in members if nodes.can_partition(node_of[pod]))
+        backend.mysql_root(f"SELECT group_replication_set_as_primary('{member_id}')")
+        wait_for(lambda: backend.database_primary() == pod, 120, f"{pod} to become the primary", interval=2)
+        primary = pod
     target = node_of[primary]
     backend.avoid_nodes = {target}
     backend.reconnect()
