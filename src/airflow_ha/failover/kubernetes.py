@@ -133,7 +133,8 @@ class KubernetesBackend:
             self._group_replication = bool(self.core.list_namespaced_pod(self.namespace, label_selector=selector).items)
         return self._group_replication
 
-    def _label(self, component: str) -> str:
+    def label_of(self, component: str) -> str:
+        """The `component` label of a scenario component's pods ("database": mysql, or mysql-gr for a group)."""
         if component == "database" and self.group_replication:
             return "mysql-gr"
         return COMPONENT_LABELS.get(component, component)
@@ -174,7 +175,7 @@ class KubernetesBackend:
         return base64.b64decode(self.core.read_namespaced_secret(name, self.namespace).data[key]).decode()
 
     def _pods(self, component: str) -> list:
-        label = self._label(component)
+        label = self.label_of(component)
         selector = f"app.kubernetes.io/instance={self.release},component={label}"
         return self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
 

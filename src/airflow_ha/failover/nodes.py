@@ -126,9 +126,10 @@ class ClusterView:
         self.backend = backend
 
     def pods(self, component: str | None = None) -> list:
+        """The release's scheduled pods, or one component's ("database": the single pod or the group's members)."""
         selector = f"app.kubernetes.io/instance={self.backend.release}"
         if component:
-            selector += f",component={component}"
+            selector += f",component={self.backend.label_of(component)}"
         pods = self.backend.core.list_namespaced_pod(self.backend.namespace, label_selector=selector).items
         return [p for p in pods if p.metadata.deletion_timestamp is None and p.spec.node_name]
 
@@ -208,7 +209,8 @@ class ClusterView:
 # -- node lost -------------------------------------------------------------------------------------------
 def _pick_node(view: ClusterView, need_partition: NodeControl | None = None) -> str:
     """A node with a scheduler (node_lost) or a worker (split brain), no database, and the most on it."""
-    database = {p.spec.node_name for p in view.pods("mysql")}
+    # a single-pod database cannot move: its node is avoided (a Group Replication group has a member on every node)
+    database = set() if view.backend.group_replication else {p.spec.node_name for p in view.pods("database")}
     want = "worker" if need_partition else "scheduler"
     candidates = sorted({p.spec.node_name for p in view.pods(want)} - database)
     if need_partition:
