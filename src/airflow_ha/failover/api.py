@@ -26,6 +26,9 @@ class AirflowAPI:
     # When set, called after a connection error before the request is tried again (drop a dead forward).
     reconnect: Callable[[], None] | None = None
     connect_retries: int = 5
+    # Seconds an answer that says the metadata database is away (HTTP 5xx, "Database error": a primary
+    # being elected, a proxy pod lost) is asked again, as a client of a highly available API would.
+    unavailable_for: float = 90.0
     username: str = "admin"
     password: str = "admin"
     timeout: float = 10.0
@@ -50,12 +53,21 @@ class AirflowAPI:
     def request(self, method: str, path: str, headers: dict | None = None, **kwargs) -> requests.Response:
         if self._token is None:
             self._login()
-        for attempt in range(2):
+        deadline = time.monotonic() + self.unavailable_for
+        relogged = retried = False
+        while True:
             response = self._send(method, path, headers, **kwargs)
-            if response.status_code == 401 and attempt == 0:
+            if response.status_code == 401 and not relogged:
+                relogged = True
                 self._login()  # token expired or api-server restarted with the same secret
                 continue
+            if _database_away(response) and time.monotonic() < deadline:
+                retried = True
+                time.sleep(2)
+                continue
             break
+        if response.status_code == 409 and retried and method == "POST":
+            return response  # an earlier try went through before its answer was lost: created once
         if response.status_code >= 400:
             raise AirflowAPIError(f"{method} {path}: HTTP {response.status_code} {response.text[:500]}")
         return response
@@ -101,7 +113,8 @@ class AirflowAPI:
 
     def trigger(self, dag_id: str, run_id: str, conf: dict | None = None) -> str:
         body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
-        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body).json()["dag_run_id"]
+        self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
+        return run_id
 
     def set_variable(self, key: str, value: str) -> None:
         self.request("POST", "/api/v2/variables", json={"key": key, "value": value})
@@ -141,3 +154,10 @@ class AirflowAPI:
             if all(s in TERMINAL_RUN_STATES for s in states.values()) or time.monotonic() > deadline:
                 return states
             time.sleep(2)
+
+
+def _database_away(response: requests.Response) -> bool:
+    """The api-server is up but its database is not (failing over): worth asking again shortly."""
+    if response.status_code in (502, 503, 504):
+        return True
+    return response.status_code == 500 and "Database error" in response.text

@@ -289,8 +289,14 @@ def node_lost(
         wait_for(served, 180, f"every slot served by masters off {target}", interval=1)
         redis_back = time.monotonic() - started
         after = workload.trigger(2)
-        wait_for(lambda: workload.succeeded(after) > 0, 600, "a run triggered after the node loss to run a task")
+
+        def started_run() -> bool:  # the scheduler queued a new run's task (it may wait behind the backlog)
+            return any(row[3] in ("queued", "running", "success") for row in workload.work_instances(after))
+
+        wait_for(started_run, 600, "a run triggered after the node loss to start (a task queued)")
         flowing = time.monotonic() - started
+        wait_for(lambda: workload.succeeded(after) > 0, 600, "a run triggered after the node loss to run a task")
+        ran = time.monotonic() - started
         time.sleep(max(0.0, down_seconds - (time.monotonic() - started)))
         down_for = time.monotonic() - started
         nodes.start(target)
@@ -322,7 +328,8 @@ def node_lost(
     result.notes = [
         f"stopped node {target} ({len(on_node)} pods: {', '.join(on_node)}), Redis master {master} on it; "
         f"masters off {target} held {fewest[0]} slots at the stop, all {TOTAL_SLOTS} after {redis_back:.1f}s; "
-        f"a new run's task ran after {flowing:.1f}s; node back after {down_for:.0f}s; full redundancy with "
+        f"a new run started (a task queued) after {flowing:.1f}s and its first task succeeded after {ran:.1f}s; "
+        f"node back after {down_for:.0f}s; full redundancy with "
         f"correct placement {redundant:.0f}s after every run ended; {len(sensors.runs)} sensor runs "
         f"({sensor_result.tasks_expected} sensors) waited through it; database pods on it: "
         f"{', '.join(database_pods) or 'none'}; all {committed} dag_run rows committed before the stop kept"
