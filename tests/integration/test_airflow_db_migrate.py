@@ -82,7 +82,7 @@ def test_migrate_with_pods_already_waiting_for_it(mysql, tmp_path, waiter):
         started = time.monotonic()
         migrate = _migrate(env)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            migrate.wait(timeout=120)
+            migrate.wait(timeout=120 if waiter.startswith("airflow-ha") else 45)
         took = time.monotonic() - started
         if waiter.startswith("airflow-ha"):
             assert migrate.returncode == 0, "the migration did not finish while the chart's waiters waited"
