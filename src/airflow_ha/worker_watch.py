@@ -24,10 +24,11 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 log = logging.getLogger(__name__)
 
-EPOCH = "1970-01-02 00:00:00"  # "never heartbeated": older than any timeout
+EPOCH = datetime(1970, 1, 2, tzinfo=UTC)  # "never heartbeated": older than any timeout
 
 
 @dataclass(frozen=True)
