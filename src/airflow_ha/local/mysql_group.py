@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from airflow_ha.failover.backend import fetch_all
 from airflow_ha.local.mysql import MySQL
 from airflow_ha.local.process import ServerStartError, free_port, log_tail, stop_process, wait_until
 
@@ -273,12 +274,7 @@ class MySQLGroup:
         conn = MySQLdb.connect(
             host="127.0.0.1", port=m.port, user="root", passwd=self.root_password, connect_timeout=2, autocommit=True
         )
-        try:
-            cur = conn.cursor()
-            cur.execute(query)
-            return list(cur.fetchall())
-        finally:
-            conn.close()
+        return fetch_all(conn, query)
 
     def states(self) -> dict[int, tuple[str, str]]:
         """Each member's own (MEMBER_STATE, MEMBER_ROLE); ("DOWN", "") when its server does not answer."""

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from airflow_ha.failover.backend import fetch_all
 from airflow_ha.local.process import free_port, stop_process, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -143,12 +144,7 @@ class Members:
         import MySQLdb
 
         conn = MySQLdb.connect(host=self.ip(i), user="root", passwd=self.root_pw, connect_timeout=2, autocommit=True)
-        try:
-            cur = conn.cursor()
-            cur.execute(query)
-            return list(cur.fetchall())
-        finally:
-            conn.close()
+        return fetch_all(conn, query)
 
     def view(self, i: int) -> list[tuple]:
         try:
