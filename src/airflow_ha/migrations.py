@@ -17,18 +17,23 @@ import sys
 import time
 
 
-def schema_heads() -> tuple[set[str], set[str]]:
-    """(heads of this Airflow's migration scripts, heads recorded in the database), one short transaction."""
-    from airflow import settings
+def source_heads() -> set[str]:
+    """Heads of this Airflow's migration scripts (fixed for the process: read once)."""
     from airflow.utils.db import _get_alembic_config
-    from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    source = set(ScriptDirectory.from_config(_get_alembic_config()).get_heads())
+    return set(ScriptDirectory.from_config(_get_alembic_config()).get_heads())
+
+
+def database_heads() -> set[str]:
+    """Heads recorded in the database, in one short transaction."""
+    from airflow import settings
+    from alembic.runtime.migration import MigrationContext
+
     with settings.get_engine().connect() as conn:  # leaving the block ends the transaction: no lock kept
-        database = set(MigrationContext.configure(conn).get_current_heads())
+        heads = set(MigrationContext.configure(conn).get_current_heads())
         conn.rollback()
-    return source, database
+    return heads
 
 
 def wait(timeout: float, interval: float = 2.0, out=print) -> None:
@@ -38,10 +43,10 @@ def wait(timeout: float, interval: float = 2.0, out=print) -> None:
     from airflow.utils.db_manager import RunDBManager
 
     deadline = time.monotonic() + timeout
-    source = database = None
+    source, database = source_heads(), None
     while True:
         try:
-            source, database = schema_heads()
+            database = database_heads()
         except Exception as exc:  # the database not reachable yet: keep waiting, say why
             out(f"wait-for-migrations: database not ready ({type(exc).__name__}: {exc})")
         else:
