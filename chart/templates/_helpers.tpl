@@ -121,15 +121,23 @@ component: {{ .component }}
 
 {{/* ---------------------------------- Airflow pods ---------------------------------------------- */}}
 
-{{/* The environment of every Airflow container. */}}
+{{/* The environment of every Airflow container: (dict "root" $ "migration" BOOL); the migration Job's
+     connection has no read/write timeouts (database.timeouts). */}}
 {{- define "airflow-ha.env" -}}
+{{- $migration := .migration -}}
+{{- with .root -}}
 - name: AIRFLOW__CORE__EXECUTOR
   value: CeleryExecutor
 - name: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
   valueFrom:
     secretKeyRef:
       name: {{ include "airflow-ha.secret.connections" . }}
-      key: sql-alchemy-conn
+      key: {{ ternary "sql-alchemy-conn-migrate" "sql-alchemy-conn" (eq $migration true) }}
+- name: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "airflow-ha.secret.connections" . }}
+      key: sql-alchemy-conn-async
 - name: AIRFLOW__CELERY__RESULT_BACKEND
   valueFrom:
     secretKeyRef:
@@ -179,6 +187,7 @@ component: {{ .component }}
 {{- end }}
 {{- with .Values.env }}
 {{ toYaml . }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -249,7 +258,7 @@ imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
          stops the migration Job's CREATE TABLE for as long as any pod waits (src/airflow_ha/migrations.py). */}}
   args: ["airflow-ha", "wait-for-migrations", "--timeout", "{{ int .Values.waitForMigrations.timeoutSeconds }}"]
   env:
-    {{- include "airflow-ha.env" . | nindent 4 }}
+    {{- include "airflow-ha.env" (dict "root" .) | nindent 4 }}
   volumeMounts:
     {{- include "airflow-ha.airflowVolumeMounts" . | nindent 4 }}
   securityContext:
@@ -334,7 +343,7 @@ volumes:
 {{- define "airflow-ha.airflowContainerCommon" -}}
 {{ include "airflow-ha.airflowImage" .root }}
 env:
-  {{- include "airflow-ha.env" .root | nindent 2 }}
+  {{- include "airflow-ha.env" (dict "root" .root "migration" (eq .component "migrate-db")) | nindent 2 }}
   {{- with .extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}

@@ -26,6 +26,7 @@ AIRFLOW_WORKLOADS = {
 }
 SECRET_ENV = {
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (f"{R}-connections", "sql-alchemy-conn"),
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": (f"{R}-connections", "sql-alchemy-conn-async"),
     "AIRFLOW__CELERY__RESULT_BACKEND": (f"{R}-connections", "result-backend"),
     "AIRFLOW__CELERY__BROKER_URL": (f"{R}-connections", "broker-url"),
     "AIRFLOW__CORE__FERNET_KEY": (f"{R}-fernet-key", "fernet-key"),
@@ -145,6 +146,8 @@ def test_env_on_every_airflow_container(render, values_file):
                     continue
                 assert env.get(var, {}).get("value") == value, f"{name}/{c['name']}: {var}"
             for var, (secret, key) in SECRET_ENV.items():
+                if c["name"] == "migrate-db" and key == "sql-alchemy-conn":
+                    key = "sql-alchemy-conn-migrate"  # no read/write timeouts for a migration's ALTERs
                 ref = env[var].get("valueFrom", {}).get("secretKeyRef")
                 assert ref == {"name": secret, "key": key}, f"{name}/{c['name']}: {var} must come from a Secret"
                 assert "value" not in env[var]
@@ -400,10 +403,20 @@ def test_secrets_generated_and_kept(default):
     assert set(users) == {"admin"} and len(users["admin"]) >= 16
     mysql_pw = secret_value(default, f"{R}-mysql-passwords", "mysql-password")
     conn = secret_value(default, f"{R}-connections", "sql-alchemy-conn")
-    assert conn == f"mysql+mysqldb://airflow:{mysql_pw}@{R}-mysql:3306/airflow"
+    timeouts = "connect_timeout=5&read_timeout=20&write_timeout=20"  # values.yaml database.timeouts
+    assert conn == f"mysql+mysqldb://airflow:{mysql_pw}@{R}-mysql:3306/airflow?{timeouts}"
     assert (
         secret_value(default, f"{R}-connections", "result-backend")
-        == f"db+mysql://airflow:{mysql_pw}@{R}-mysql:3306/airflow"
+        == f"db+mysql://airflow:{mysql_pw}@{R}-mysql:3306/airflow?{timeouts}"
+    )
+    # aiomysql takes no read/write timeout; the migration Job's long ALTERs must not be cut off
+    assert (
+        secret_value(default, f"{R}-connections", "sql-alchemy-conn-async")
+        == f"mysql+aiomysql://airflow:{mysql_pw}@{R}-mysql:3306/airflow?connect_timeout=5"
+    )
+    assert (
+        secret_value(default, f"{R}-connections", "sql-alchemy-conn-migrate")
+        == f"mysql+mysqldb://airflow:{mysql_pw}@{R}-mysql:3306/airflow?connect_timeout=5"
     )
 
 
@@ -616,7 +629,11 @@ def test_markers_volume_is_shared_by_every_airflow_pod(default, render):
 def test_metadata_db_is_offered_as_an_airflow_connection_uri(default, render):
     uri = secret_value(default, f"{R}-connections", "metadata-connection-uri")
     conn = secret_value(default, f"{R}-connections", "sql-alchemy-conn")
-    assert uri.startswith("mysql://") and uri.removeprefix("mysql://") == conn.removeprefix("mysql+mysqldb://")
+    # the same server and credentials; the hook's connection takes no client timeouts (its own extras)
+    assert (
+        uri.startswith("mysql://")
+        and uri.removeprefix("mysql://") == conn.removeprefix("mysql+mysqldb://").split("?")[0]
+    )
     kubeone = render("kubeone.yaml")
     worker = pod(kubeone, "StatefulSet", f"{R}-worker")["containers"][0]
     ref = env_of(worker)["AIRFLOW_CONN_HA_PROBE_DB"]["valueFrom"]["secretKeyRef"]

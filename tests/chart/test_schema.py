@@ -54,4 +54,5 @@ def test_external_database_with_host_is_accepted(render):
     import base64
 
     conn = base64.b64decode(rendered.get("Secret", "airflow-ha-connections")["data"]["sql-alchemy-conn"]).decode()
-    assert conn.startswith("mysql+mysqldb://airflow:") and conn.endswith("@db.example.com:3306/airflow")
+    assert conn.startswith("mysql+mysqldb://airflow:")
+    assert conn.endswith("@db.example.com:3306/airflow?connect_timeout=5&read_timeout=20&write_timeout=20")

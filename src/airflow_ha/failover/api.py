@@ -27,7 +27,8 @@ class AirflowAPI:
     reconnect: Callable[[], None] | None = None
     connect_retries: int = 5
     # Seconds an answer that says the metadata database is away (HTTP 5xx, "Database error": a primary
-    # being elected, a proxy pod lost) is asked again, as a client of a highly available API would.
+    # being elected, a proxy pod lost), or no answer in `timeout`, is asked again, as a client of a highly
+    # available API would.
     unavailable_for: float = 90.0
     username: str = "admin"
     password: str = "admin"
@@ -56,7 +57,15 @@ class AirflowAPI:
         deadline = time.monotonic() + self.unavailable_for
         relogged = retried = False
         while True:
-            response = self._send(method, path, headers, **kwargs)
+            try:
+                response = self._send(method, path, headers, **kwargs)
+            except requests.ReadTimeout:
+                # no answer in `timeout`: the api-server is waiting on a database connection that died with
+                # its node (it fails after database.timeouts.readSeconds); a client of an HA API asks again
+                if time.monotonic() >= deadline:
+                    raise
+                retried = True
+                continue
             if response.status_code == 401 and not relogged:
                 relogged = True
                 self._login()  # token expired or api-server restarted with the same secret

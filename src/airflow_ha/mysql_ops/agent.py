@@ -174,9 +174,9 @@ def _quote(value: str) -> str:
 class Agent:
     def __init__(self, config: AgentConfig):
         self.config = config
-        self.pool = ThreadPoolExecutor(max_workers=len(config.mysql), thread_name_prefix="probe")
+        # the loop and each proxy's check (two proxies, concurrently) probe the members in parallel
+        self.pool = ThreadPoolExecutor(max_workers=4 * len(config.mysql), thread_name_prefix="probe")
         self.last_reports: list[MemberReport] = []
-        self.last_reports_at = 0.0  # monotonic time of last_reports
         self.last_decision: Decision | None = None
         self.actions: list[tuple[float, str, str]] = []  # (time, action, outcome), the last 50
         self._stop = threading.Event()
@@ -291,7 +291,6 @@ class Agent:
     # -- the loop ------------------------------------------------------------------------------------
     def step(self) -> Decision:
         reports = self.probe_all()
-        self.last_reports_at = time.monotonic()
         decision = plan(self.config.index, reports, self.config.clone_threshold)
         changed = self.last_decision is None or (decision.action, decision.reason) != (
             self.last_decision.action,
@@ -325,13 +324,16 @@ class Agent:
         self._stop.set()
 
     # -- HTTP ----------------------------------------------------------------------------------------
-    def peers(self) -> list[MemberReport]:
-        """The other members' reports: the loop's when recent, else read now (the agent itself was frozen)."""
-        fresh_for = max(3.0, 3 * self.config.interval)
-        reports, at = self.last_reports, self.last_reports_at
-        if not reports or time.monotonic() - at > fresh_for:
-            reports = self.probe_all()
-        return [r for r in reports if r.index != self.config.index]
+    def peers(self, timeout: float = 1.0) -> list[MemberReport]:
+        """The other members' reports, read now: the proxy's check must not trust a view cached from before
+        a freeze or a partition (the loop's reports can be seconds old when its own probe timed out)."""
+        c = self.config
+        futures = [
+            self.pool.submit(probe, addr, i, c.user, c.password, timeout)
+            for i, addr in enumerate(c.mysql)
+            if i != c.index
+        ]
+        return [f.result() for f in futures]
 
     def primary(self) -> tuple[bool, str]:
         """The proxy's check: this member is the writable primary, and the majority agrees."""

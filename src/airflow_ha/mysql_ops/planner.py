@@ -220,8 +220,12 @@ def primary_check(mine: MemberReport, peers: Sequence[MemberReport]) -> tuple[bo
     for peer in peers:
         if peer.index == mine.index or not (peer.reachable and peer.state == ONLINE and peer.quorate):
             continue
-        if mine.uuid and not any(m.uuid == mine.uuid for m in peer.view):
+        seen = [m for m in peer.view if m.uuid == mine.uuid]
+        if mine.uuid and not seen:
             return False, f"member {peer.index}'s group (a majority) does not include this member"
+        if seen and seen[0].state == UNREACHABLE:
+            # the majority cannot reach it: it is about to be expelled, and its commits cannot certify
+            return False, f"member {peer.index}'s group (a majority) cannot reach this member"
         others = [m for m in peer.view if m.role == PRIMARY and m.state == ONLINE and m.uuid != mine.uuid]
         if others:
             return (

@@ -269,6 +269,14 @@ def test_thawed_old_primary_is_refused_while_it_still_sees_its_old_view():
     assert not ok and "another PRIMARY" in why
 
 
+def test_thawed_old_primary_is_refused_while_the_majority_cannot_reach_it():
+    # the window before the expulsion: 1 and 2 still list member 0, as UNREACHABLE, and have no primary
+    me = online(0)
+    suspect = view("UNREACHABLE", "ONLINE", "ONLINE", primary=0)
+    ok, why = primary_check(me, [online(1, "SECONDARY", v=suspect), online(2, "SECONDARY", v=suspect)])
+    assert not ok and "cannot reach this member" in why
+
+
 def test_primary_check_ignores_silent_and_minority_peers():
     me = online(0)
     minority = online(1, "PRIMARY", v=view("UNREACHABLE", "ONLINE", "UNREACHABLE", primary=1))
