@@ -6,8 +6,10 @@ API in-cluster: it lists the release's Redis pods (which node each runs on, its 
 ``CLUSTER REPLICATE`` to the replicas that must change master, then reads the topology again until the
 placement is right (a few rounds: Redis' own replica migration may move a replica in between).
 
-It never acts on a cluster that is not settled (a node failing, a pod not answering, a cluster still
-forming): it waits up to ``--wait`` seconds for that, then gives up for this run (exit 3).
+It never re-pairs a cluster that is not settled (a node failing, a pod not answering, a cluster still
+forming): it waits up to ``--wait`` seconds for that, then gives up for this run (exit 3). The one thing it
+does on an unsettled cluster is heal stale addresses after every pod restarted with a new IP
+(:mod:`airflow_ha.redis_ops.addresses`): without that, such a cluster never settles.
 
 Exit status: 0 placement right, or nothing re-pairing can improve (e.g. one node; said on stdout);
 1 an error or pairs still co-located after every round; 2 bad usage; 3 the cluster did not settle
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from airflow_ha.redis_ops.addresses import stale_meets
 from airflow_ha.redis_ops.cluster_nodes import TopologyError, parse_cluster_nodes
 from airflow_ha.redis_ops.placement import Plan, crowded_nodes, plan, spread_masters, topology
 
@@ -138,10 +141,21 @@ class Cluster:
     def failover(self, pod: Pod) -> None:
         self._client(pod).execute_command("CLUSTER", "FAILOVER")
 
+    def meet(self, pod: Pod, ip: str, port: int) -> None:
+        self._client(pod).execute_command("CLUSTER", "MEET", ip, port)
 
-def read_topology(cluster: Cluster):
+
+def read_topology(cluster: Cluster, heal: bool = True):
     pods = cluster.pods()
     views = {p.name: parse_cluster_nodes(cluster.cluster_nodes(p)) for p in pods}
+    meets = stale_meets(views, {p.name: p.ip for p in pods}, cluster.port)
+    if meets:
+        by_name = {p.name: p for p in pods}
+        for m in meets:
+            log(("would send " if not heal else "") + m.describe())
+            if heal:
+                cluster.meet(by_name[m.from_pod], m.ip, m.port)
+        raise NotSettled(f"{len(meets)} peer address(es) were stale (every pod restarted with a new IP?)")
     try:
         nodes = topology(views, {p.name: p.node for p in pods})
     except TopologyError as exc:
@@ -149,11 +163,11 @@ def read_topology(cluster: Cluster):
     return {p.name: p for p in pods}, nodes
 
 
-def _settled_topology(cluster: Cluster, wait: float, interval: float):
+def _settled_topology(cluster: Cluster, wait: float, interval: float, heal: bool = True):
     deadline = time.monotonic() + wait
     while True:
         try:
-            return read_topology(cluster)
+            return read_topology(cluster, heal)
         except NotSettled as exc:
             if time.monotonic() >= deadline:
                 raise
@@ -169,7 +183,7 @@ def _describe(p: Plan) -> str:
 
 def reconcile(cluster: Cluster, *, rounds: int, wait: float, settle: float, dry_run: bool) -> int:
     for round_no in range(1, rounds + 1):
-        pods, nodes = _settled_topology(cluster, wait, settle)
+        pods, nodes = _settled_topology(cluster, wait, settle, heal=not dry_run)
         current = plan(nodes)
         pod_of = {n.node_id: n.pod for n in nodes}
         roles = ", ".join(
@@ -200,7 +214,7 @@ def reconcile(cluster: Cluster, *, rounds: int, wait: float, settle: float, dry_
         if dry_run:
             return 0
         time.sleep(settle)
-    _pods, nodes = _settled_topology(cluster, wait, settle)
+    _pods, nodes = _settled_topology(cluster, wait, settle, heal=not dry_run)
     final = plan(nodes)
     log(f"after {rounds} round(s): {_describe(final)}")
     if spread_masters(nodes) is not None:

@@ -18,9 +18,13 @@ class FakeCluster:
     master it left), as it may when a master is briefly orphaned between two commands.
     """
 
+    port = 6379
+
     def __init__(self, layout: dict[str, tuple[str, str | None]], pod_nodes: dict[str, str], migrate_back=False):
         self.layout = dict(layout)  # pod -> (role, master pod)
         self.pod_nodes = pod_nodes
+        self.ips = {p: f"10.0.0.{i}" for i, p in enumerate(sorted(layout))}  # pod -> its IP now
+        self.listed: dict[tuple[str, str], str] = {}  # (viewer, peer) -> the IP viewer lists peer at, if not now
         self.sent: list[tuple[str, str]] = []
         self.migrate_back = migrate_back
         self.unsettled_reads = 0
@@ -29,15 +33,32 @@ class FakeCluster:
         if self.unsettled_reads:
             self.unsettled_reads -= 1
             raise cli.NotSettled("pod redis-9 is Pending")
-        return [cli.Pod(p, f"10.0.0.{i}", self.pod_nodes[p]) for i, p in enumerate(sorted(self.layout))]
+        return [cli.Pod(p, self.ips[p], self.pod_nodes[p]) for p in sorted(self.layout)]
+
+    def restart_everything(self) -> None:
+        """Every pod back with a new IP; each nodes.conf still lists every peer at its old one."""
+        for viewer in self.layout:
+            for peer in self.layout:
+                if peer != viewer:  # its own line Redis corrects from what its peers see (MYIP)
+                    self.listed[(viewer, peer)] = self.ips[peer]
+        self.ips = {p: f"10.0.1.{i}" for i, p in enumerate(sorted(self.layout))}
+
+    def meet(self, pod, ip: str, port: int) -> None:
+        """Redis updates a known node's address from the handshake's reply."""
+        self.sent.append((pod.name, f"MEET {ip}"))
+        peer = next(p for p, now in self.ips.items() if now == ip)
+        self.listed.pop((pod.name, peer), None)
 
     def cluster_nodes(self, pod) -> str:
         lines = []
-        for i, (name, (role, master)) in enumerate(sorted(self.layout.items())):
+        for name, (role, master) in sorted(self.layout.items()):
             flags = ("myself," if name == pod.name else "") + ("master" if role == "master" else "slave")
+            ip = self.listed.get((pod.name, name), self.ips[name])
+            if ip != self.ips[name] and name != pod.name:
+                flags += ",fail?"  # nobody answers at the old address
             slots = " 0-100" if role == "master" else ""
             of = f"id-{master}" if master else "-"
-            lines.append(f"id-{name} 10.0.0.{i}:6379@16379,{name}.h {flags} {of} 0 0 1 connected{slots}")
+            lines.append(f"id-{name} {ip}:6379@16379,{name}.h {flags} {of} 0 0 1 connected{slots}")
         return "\n".join(lines)
 
     def replicate(self, pod, master_id: str) -> None:
@@ -162,3 +183,22 @@ def test_masters_crowded_on_one_node_are_spread_first(capsys):
     assert sorted(nodes[m] for m in masters) == ["k1", "k2", "k3"]
     assert fake.colocated() == []
     assert "CLUSTER FAILOVER" in capsys.readouterr().out
+
+
+def test_a_cluster_whose_pods_all_restarted_with_new_ips_is_met_again_then_reconciled(capsys):
+    fake = FakeCluster(BOOTSTRAP, NODES)
+    fake.restart_everything()
+    assert cli.reconcile(fake, rounds=3, wait=5, settle=0.01, dry_run=False) == 0
+    meets = [s for s in fake.sent if s[1].startswith("MEET")]
+    assert len(meets) == 6 * 5  # each pod learns each peer's new address once
+    assert fake.listed == {} and fake.colocated() == []
+    out = capsys.readouterr().out
+    assert "CLUSTER MEET 10.0.1.1 6379 to redis-0 (it lists redis-1 at 10.0.0.1)" in out
+
+
+def test_dry_run_names_the_stale_addresses_and_sends_nothing(capsys):
+    fake = FakeCluster(BOOTSTRAP, NODES)
+    fake.restart_everything()
+    with pytest.raises(cli.NotSettled, match="stale"):
+        cli.reconcile(fake, rounds=3, wait=0.05, settle=0.01, dry_run=True)
+    assert fake.sent == [] and "would send CLUSTER MEET" in capsys.readouterr().out
