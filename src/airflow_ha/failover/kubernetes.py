@@ -16,7 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import MySQLdb
 
@@ -259,7 +259,7 @@ class KubernetesBackend:
                     user=unquote(self._db_url.username or ""),
                     password=unquote(self._db_url.password or ""),
                     database=self._db_url.path.lstrip("/"),
-                    connect_timeout=10,
+                    **self._db_timeouts(),
                 )
             except MySQLdb.OperationalError:
                 if attempt == attempts - 1:
@@ -267,6 +267,13 @@ class KubernetesBackend:
                 self._db_forward.close()
                 time.sleep(2)
         raise AssertionError("unreachable")
+
+    def _db_timeouts(self) -> dict[str, int]:
+        """The client timeouts of the release's own connection URL (database.timeouts), as Airflow uses them."""
+        query = parse_qs(self._db_url.query)
+        timeouts = {k: int(query[k][0]) for k in ("connect_timeout", "read_timeout", "write_timeout") if k in query}
+        timeouts.setdefault("connect_timeout", 10)
+        return timeouts
 
     def sql(self, query: str, params: tuple = ()) -> list[tuple]:
         conn = self._db_connect()

@@ -191,8 +191,9 @@ class ClusterView:
         return "cluster_state:ok" in info, sum(n.slots for n in live)
 
     def placement_ok(self) -> bool:
-        """Every pod's own CLUSTER NODES agrees, no master shares a Kubernetes node with its replica, and no node
-        holds so many masters that its loss leaves no majority to vote a failover (the reconciler's job)."""
+        """Every pod's own CLUSTER NODES agrees, no master shares a Kubernetes node with its replica, no node
+        holds so many masters that its loss leaves no majority to vote a failover (the reconciler's job), and
+        every replica's replication link is up."""
         pods = self.pods("redis")
         try:
             views = {
@@ -203,7 +204,18 @@ class ClusterView:
             return False
         masters = {n.node_id for n in nodes if n.role == "master"}
         replicated = {n.master_id for n in nodes if n.role == "replica"}
-        return masters <= replicated and not colocated_pairs(nodes) and not crowded_nodes(nodes)
+        if not (masters <= replicated and not colocated_pairs(nodes) and not crowded_nodes(nodes)):
+            return False
+        # a replica counts only while it really replicates: one whose link dials a stale address cannot
+        # be promoted ("disconnected from master for longer than allowed")
+        try:
+            return all(
+                "master_link_status:up" in self.redis_cli(n.pod, "info", "replication", timeout=15)
+                for n in nodes
+                if n.role == "replica"
+            )
+        except (RuntimeError, subprocess.TimeoutExpired):
+            return False
 
 
 # -- node lost -------------------------------------------------------------------------------------------
@@ -644,7 +656,17 @@ def database_partition(backend: KubernetesBackend, nodes: NodeControl, cut_secon
     backend.avoid_nodes = {target}
     backend.reconnect()
     table = f"airflow_ha_partition_{uuid.uuid4().hex[:6]}"
-    backend.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, at DOUBLE)")
+
+    def created() -> bool:  # right after a switchover the proxies' next check is up to one interval away
+        try:
+            backend.execute(f"CREATE TABLE IF NOT EXISTS {table} (id INT PRIMARY KEY, at DOUBLE)")
+            return True
+        except MySQLdb.OperationalError as exc:  # 1290 --super-read-only: still the demoted member
+            if exc.args and exc.args[0] in (1290, 2013):
+                return False
+            raise
+
+    wait_for(created, 60, "a write through the proxy after the switchover", interval=1)
     committed: list[int] = []
     errors: list[str] = []
     stop = threading.Event()

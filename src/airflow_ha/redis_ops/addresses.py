@@ -7,6 +7,12 @@ power cut) every IP in every ``nodes.conf`` is stale, nobody reaches anybody, an
 ``cluster_state:fail`` for good. A ``CLUSTER MEET <new ip> <port>`` to a node whose ID a node already knows
 makes Redis update that node's address (``nodeUpdateAddressIfNeeded`` on the handshake's reply), so one MEET
 per stale pair heals it, and MEET to an address that is already right changes nothing.
+
+Redis may also heal the cluster bus by itself, slowly, through gossip about a node it sees failing; that
+path updates the address but not a replica's replication link, which keeps dialling its master's old IP
+(found on ../shared/kube: the replica then refused to fail over, "Disconnected from master for longer than
+allowed"). So a replica whose ``master_host`` is not its master's current IP is sent ``CLUSTER REPLICATE``
+of the same master, which re-points replication at the address the cluster bus now has.
 """
 
 from __future__ import annotations
@@ -57,3 +63,39 @@ def stale_meets(views: Mapping[str, list[ClusterNode]], pod_ips: Mapping[str, st
             if node.ip != pod_ips[peer]:
                 meets.append(Meet(pod, peer, pod_ips[peer], port, node.ip))
     return meets
+
+
+@dataclass(frozen=True)
+class Repoint:
+    """``CLUSTER REPLICATE master_id`` sent to ``replica_pod``: it replicates from a stale address."""
+
+    replica_pod: str
+    master_pod: str
+    master_id: str
+    master_ip: str
+    dialled: str
+
+    def describe(self) -> str:
+        return (
+            f"CLUSTER REPLICATE {self.master_id[:8]} ({self.master_pod}) to {self.replica_pod}: its replication "
+            f"dials {self.dialled or 'nothing'}, {self.master_pod} is at {self.master_ip}"
+        )
+
+
+def stale_replication(
+    views: Mapping[str, list[ClusterNode]], pod_ips: Mapping[str, str], master_hosts: Mapping[str, str]
+) -> list[Repoint]:
+    """Replicas whose replication link (``master_hosts``: pod -> ``INFO replication`` master_host) is not
+    their master's current IP. Pods without a master_host entry (not read) are left alone."""
+    repoints = []
+    for pod, lines in sorted(views.items()):
+        me = next((n for n in lines if n.is_myself), None)
+        if me is None or me.master_id is None or pod not in master_hosts:
+            continue
+        master = next((n for n in lines if n.node_id == me.master_id), None)
+        master_pod = pod_of(master, pod_ips) if master is not None else None
+        if master_pod is None or not pod_ips.get(master_pod):
+            continue
+        if master_hosts[pod] != pod_ips[master_pod]:
+            repoints.append(Repoint(pod, master_pod, me.master_id, pod_ips[master_pod], master_hosts[pod]))
+    return repoints

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from airflow_ha.redis_ops.addresses import stale_meets
+from airflow_ha.redis_ops.addresses import stale_meets, stale_replication
 from airflow_ha.redis_ops.cluster_nodes import TopologyError, parse_cluster_nodes
 from airflow_ha.redis_ops.placement import Plan, crowded_nodes, plan, spread_masters, topology
 
@@ -144,6 +144,15 @@ class Cluster:
     def meet(self, pod: Pod, ip: str, port: int) -> None:
         self._client(pod).execute_command("CLUSTER", "MEET", ip, port)
 
+    def master_host(self, pod: Pod) -> str:
+        """The address a replica's replication link dials (INFO replication), "" for a master."""
+        import redis
+
+        try:
+            return str(self._client(pod).info("replication").get("master_host", ""))
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise NotSettled(f"{pod.name} ({pod.ip}:{self.port}) does not answer: {exc}") from None
+
 
 def read_topology(cluster: Cluster, heal: bool = True):
     pods = cluster.pods()
@@ -156,6 +165,17 @@ def read_topology(cluster: Cluster, heal: bool = True):
             if heal:
                 cluster.meet(by_name[m.from_pod], m.ip, m.port)
         raise NotSettled(f"{len(meets)} peer address(es) were stale (every pod restarted with a new IP?)")
+    replicas = [p for p in pods if any(n.is_myself and n.master_id for n in views[p.name])]
+    repoints = stale_replication(
+        views, {p.name: p.ip for p in pods}, {p.name: cluster.master_host(p) for p in replicas}
+    )
+    if repoints:
+        by_name = {p.name: p for p in pods}
+        for r in repoints:
+            log(("would send " if not heal else "") + r.describe())
+            if heal:
+                cluster.replicate(by_name[r.replica_pod], r.master_id)
+        raise NotSettled(f"{len(repoints)} replica(s) replicated from a stale address")
     try:
         nodes = topology(views, {p.name: p.node for p in pods})
     except TopologyError as exc:

@@ -25,6 +25,7 @@ class FakeCluster:
         self.pod_nodes = pod_nodes
         self.ips = {p: f"10.0.0.{i}" for i, p in enumerate(sorted(layout))}  # pod -> its IP now
         self.listed: dict[tuple[str, str], str] = {}  # (viewer, peer) -> the IP viewer lists peer at, if not now
+        self.dials: dict[str, str] = {}  # replica -> the master IP its replication link dials, if not now
         self.sent: list[tuple[str, str]] = []
         self.migrate_back = migrate_back
         self.unsettled_reads = 0
@@ -61,8 +62,13 @@ class FakeCluster:
             lines.append(f"id-{name} {ip}:6379@16379,{name}.h {flags} {of} 0 0 1 connected{slots}")
         return "\n".join(lines)
 
+    def master_host(self, pod) -> str:
+        role, master = self.layout[pod.name]
+        return "" if role == "master" else self.dials.get(pod.name, self.ips[master])
+
     def replicate(self, pod, master_id: str) -> None:
         assert self.layout[pod.name][0] == "replica", f"REPLICATE sent to master {pod.name}"
+        self.dials.pop(pod.name, None)  # replication re-pointed at the master's address the bus has
         old = self.layout[pod.name][1]
         self.sent.append((pod.name, master_id.removeprefix("id-")))
         self.layout[pod.name] = ("replica", master_id.removeprefix("id-"))
@@ -202,3 +208,13 @@ def test_dry_run_names_the_stale_addresses_and_sends_nothing(capsys):
     with pytest.raises(cli.NotSettled, match="stale"):
         cli.reconcile(fake, rounds=3, wait=0.05, settle=0.01, dry_run=True)
     assert fake.sent == [] and "would send CLUSTER MEET" in capsys.readouterr().out
+
+
+def test_a_replica_dialling_its_masters_old_ip_is_repointed(capsys):
+    # the bus healed through gossip, which leaves a replica's replication link at the old address
+    fake = FakeCluster(BOOTSTRAP, NODES)
+    fake.dials["redis-3"] = "10.0.9.9"
+    assert cli.reconcile(fake, rounds=3, wait=5, settle=0.01, dry_run=False) == 0
+    assert ("redis-3", "redis-2") in fake.sent and fake.dials == {}
+    out = capsys.readouterr().out
+    assert "to redis-3: its replication dials 10.0.9.9, redis-2 is at 10.0.0.2" in out
