@@ -93,6 +93,7 @@ class Drain:
         self._resubscribe_at = 0.0
         self._broken_since: float | None = None
         self._next_visibility = 0.0
+        self._next_late_acks = 0.0
         self._read_retry_at = 0.0  # after a failed read (master failing over): back off, never spin
         self._chan_rr = 0
         self._selector = selectors.DefaultSelector()
@@ -286,6 +287,11 @@ class Drain:
         if self._read_fanout():
             return True
         now = monotonic()
+        if now >= self._next_late_acks:  # acks an outage held back: the slot's master may be back
+            self._next_late_acks = now + RETRY_AFTER * 4
+            for channel in self.transport.channels:
+                if channel._late_acks:
+                    channel.retry_late_acks()
         if now >= self._next_visibility:
             self._next_visibility = now + self.opts.sweep_interval
             for channel in self.transport.channels:

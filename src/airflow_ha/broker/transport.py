@@ -70,17 +70,24 @@ class QoS(virtual.QoS):
     restore_at_shutdown = True
 
     def ack(self, delivery_tag):
-        self.channel._ack(delivery_tag)
-        super().ack(delivery_tag)
-        self.channel.connection_wakeup()
+        # The prefetch slot is freed whatever Redis said: the task is done. An ack the slot's master did not
+        # take (an outage past failover_timeout) is kept and sent again (Channel.retry_late_acks); before,
+        # Celery logged "Couldn't ack" and the slot stayed taken, so a worker stopped consuming for good.
+        try:
+            self.channel._ack(delivery_tag)
+        finally:
+            super().ack(delivery_tag)
+            self.channel.connection_wakeup()
 
     def reject(self, delivery_tag, requeue=False):
-        if requeue:
-            self.channel._restore_tag(delivery_tag, to_head=False)
-        else:
-            self.channel._ack(delivery_tag)
-        self._quick_ack(delivery_tag)
-        self.channel.connection_wakeup()
+        try:
+            if requeue:  # a requeue that fails leaves the message unacked in Redis: the sweep returns it
+                self.channel._restore_tag(delivery_tag, to_head=False)
+            else:
+                self.channel._ack(delivery_tag)
+        finally:
+            self._quick_ack(delivery_tag)
+            self.channel.connection_wakeup()
 
     def restore_unacked(self):
         """Warm shutdown / channel close: every delivered, unacked message goes back to the head.
@@ -130,6 +137,7 @@ class Channel(virtual.Channel):
         self._auto_delete_queues: set[str] = set()  # deleted when this channel closes
         self._rr = 0
         self._remote_types: dict[str, str] = {}
+        self._late_acks: dict[str, str] = {}  # delivery tag -> queue: acks an outage held back, in order
 
     # -- helpers -------------------------------------------------------------------------------------
     def connection_wakeup(self) -> None:
@@ -181,8 +189,28 @@ class Channel(virtual.Channel):
 
     def _ack(self, tag):
         queue = self._tag_queue.pop(tag, None)
-        if queue is not None:
+        if queue is None:
+            return
+        try:
             self._script("ack", queue, [tag], wait_kind="ack")
+        except BrokerUnavailable as exc:
+            self._late_acks[tag] = queue
+            log.warning("ack of %s on %r did not reach Redis (%s); sent again once it answers", tag, queue, exc)
+
+    def retry_late_acks(self) -> int:
+        """Send the acks an outage held back, one attempt each, oldest first; stops at the first failure
+        (the master is still away). Returns how many went through."""
+        done = 0
+        for tag, queue in list(self._late_acks.items()):
+            try:
+                self._script("ack", queue, [tag], wait_kind="ack", deadline=0)
+            except BrokerUnavailable:
+                break
+            del self._late_acks[tag]
+            done += 1
+        if done:
+            log.warning("sent %d held-back ack(s); %d still waiting", done, len(self._late_acks))
+        return done
 
     def _master_of_tag(self, tag) -> str | None:
         """Name of the master holding the delivered message's queue, per the slot map (no I/O)."""
@@ -399,6 +427,14 @@ class Channel(virtual.Channel):
         """Cancel, restore what is unacked (one attempt each), delete this channel's auto-delete queues
         (Celery's pidbox and reply queues: nothing of them outlives the process), as AMQP would."""
         if not self.closed and self.connection is not None and self.connection.router.cluster is not None:
+            if self._late_acks:
+                self.retry_late_acks()
+            if self._late_acks:
+                log.warning(
+                    "broker: %d ack(s) never reached Redis; their messages stay unacked until the visibility "
+                    "sweep (a re-run of a finished Airflow task is refused by Airflow)",
+                    len(self._late_acks),
+                )
             for queue in list(self._auto_delete_queues):
                 try:
                     for exchange, routing_key, _args in self.state.queue_bindings(queue):

@@ -330,6 +330,46 @@ def test_close_with_unacked_messages_on_a_frozen_master_returns_within_socket_ti
         cluster.stop()
 
 
+def test_an_ack_an_outage_held_back_frees_the_slot_and_is_sent_once_the_master_answers(tmp_path, redis_bin):
+    """Found on the 3-node cluster: acks to a master that was away longer than failover_timeout failed
+    ("Couldn't ack"), each left its prefetch slot taken, and the workers never consumed again. Now the slot is
+    freed at once and the ack goes out when the master is back: nothing stays unacked."""
+    cluster = RedisCluster(base_dir=tmp_path / "late-ack", password=secrets.token_hex(8), replicas_per_master=0,
+                           bin_dir=redis_bin)  # fmt: skip
+    opts = {"socket_timeout": 1, "socket_connect_timeout": 1, "replication_wait_replicas": 0,
+            "failover_timeout": 2}  # fmt: skip
+    queue = Queue(_name("late-ack"))
+    try:
+        cluster.start()
+        master = cluster.master_for_slot(keys.queue_slot(queue.name))
+        with Connection(cluster.url(), transport_options=opts) as conn:
+            producer = Producer(conn)
+            for i in range(2):
+                producer.publish({"i": i}, routing_key=queue.name, declare=[queue])
+            got = []
+            consumer = Consumer(conn, [queue], callbacks=[lambda body, m: got.append(m)], prefetch_count=1)
+            consumer.consume()
+            _drain(conn, got, 1)
+            assert [m.payload["i"] for m in got] == [0]
+            os.kill(master.proc.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                got[0].ack()  # the master is away past failover_timeout: held back, not raised
+                held = time.monotonic() - started
+                assert conn.default_channel._late_acks, "the ack should be held back"
+            finally:
+                os.kill(master.proc.pid, signal.SIGCONT)
+            _drain(conn, got, 2, timeout=30)  # the freed slot takes the next message
+            assert [m.payload["i"] for m in got] == [0, 1]
+            got[1].ack()
+            wait_until(lambda: not conn.default_channel._late_acks, 30, "the held-back ack sent")
+            unacked = _scan(cluster, keys.unacked(queue.name))
+            print(f"\nack on a frozen master: held back after {held:.1f}s; sent after SIGCONT; unacked now {unacked}")
+            assert not any(unacked.values()), unacked
+    finally:
+        cluster.stop()
+
+
 # == 5. a live reshard of a busy queue's slot ======================================================================
 def test_live_reshard_of_a_busy_queue_loses_nothing(redis_cluster):
     cluster = redis_cluster
