@@ -45,7 +45,7 @@ class Rendered:
         out = []
         for obj in self.objects:
             kind = obj["kind"]
-            if kind in ("Deployment", "StatefulSet", "Job"):
+            if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
                 out.append((f"{kind}/{obj['metadata']['name']}", obj["spec"]["template"]["spec"]))
             elif kind == "CronJob":
                 out.append(

@@ -44,6 +44,7 @@ def test_single_is_the_default_and_renders_no_group(default):
     assert default.has("StatefulSet", f"{R}-mysql")
     for kind, name in [
         ("StatefulSet", f"{R}-mysql-gr"),
+        ("DaemonSet", f"{R}-mysql-proxy"),
         ("Deployment", f"{R}-mysql-proxy"),
         ("Service", f"{R}-mysql-proxy"),
         ("ConfigMap", f"{R}-mysql-proxy"),
@@ -158,22 +159,36 @@ def test_haproxy_accepts_the_config(gr, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_proxy_deployment(gr):
-    dep = gr.get("Deployment", f"{R}-mysql-proxy")
-    assert dep["spec"]["replicas"] == 2
-    pod = dep["spec"]["template"]["spec"]
-    assert "preferredDuringSchedulingIgnoredDuringExecution" in pod["affinity"]["podAntiAffinity"]
+def _proxy_pod_checks(pod: dict) -> None:
     haproxy = container(pod, "haproxy")
     assert haproxy["args"] == ["haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
     assert haproxy["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert dep["spec"]["template"]["metadata"]["annotations"]["checksum/haproxy-cfg"]
 
 
-def test_budgets_for_members_and_proxy(gr):
+def test_proxy_runs_on_every_node_and_each_pod_uses_its_own_nodes(gr):
+    """placement perNode (default): a lost node's proxy is never chosen by a pod elsewhere."""
+    ds = gr.get("DaemonSet", f"{R}-mysql-proxy")
+    assert not gr.has("Deployment", f"{R}-mysql-proxy")
+    pod = ds["spec"]["template"]["spec"]
+    assert "affinity" not in pod or "podAntiAffinity" not in pod["affinity"]
+    _proxy_pod_checks(pod)
+    assert ds["spec"]["template"]["metadata"]["annotations"]["checksum/haproxy-cfg"]
+    assert gr.get("Service", f"{R}-mysql-proxy")["spec"]["internalTrafficPolicy"] == "Local"
+    assert gr.get("PodDisruptionBudget", f"{R}-mysql-gr")["spec"]["maxUnavailable"] == 1
+    assert not gr.has("PodDisruptionBudget", f"{R}-mysql-proxy")  # a drain leaves DaemonSet pods alone
+
+
+def test_proxy_as_a_service_deployment(render):
+    rendered = render(None, GR, "mysql.proxy.placement=service")
+    dep = rendered.get("Deployment", f"{R}-mysql-proxy")
+    assert dep["spec"]["replicas"] == 2 and not rendered.has("DaemonSet", f"{R}-mysql-proxy")
+    pod = dep["spec"]["template"]["spec"]
+    assert "preferredDuringSchedulingIgnoredDuringExecution" in pod["affinity"]["podAntiAffinity"]
+    _proxy_pod_checks(pod)
+    assert "internalTrafficPolicy" not in rendered.get("Service", f"{R}-mysql-proxy")["spec"]
     for name in (f"{R}-mysql-gr", f"{R}-mysql-proxy"):
-        pdb = gr.get("PodDisruptionBudget", name)["spec"]
-        assert pdb["maxUnavailable"] == 1
+        assert rendered.get("PodDisruptionBudget", name)["spec"]["maxUnavailable"] == 1
 
 
 def test_every_replicated_workload_has_a_budget_in_group_mode(gr):
@@ -190,7 +205,7 @@ def test_external_database_wins_over_the_mode(render):
         "database.external.host=db.example.com",
         "database.external.passwordSecret.name=airflow-db",
     )
-    assert not rendered.has("StatefulSet", f"{R}-mysql-gr") and not rendered.has("Deployment", f"{R}-mysql-proxy")
+    assert not rendered.has("StatefulSet", f"{R}-mysql-gr") and not rendered.has("DaemonSet", f"{R}-mysql-proxy")
     assert urlsplit(secret(rendered, f"{R}-connections", "sql-alchemy-conn")).hostname == "db.example.com"
 
 
@@ -213,6 +228,10 @@ def test_network_policies_in_group_mode(render):
         (["mysql.groupReplication.groupName=not-a-uuid"], "at '/mysql/groupReplication/groupName'"),
         (["mysql.groupReplication.podAntiAffinity=always"], "at '/mysql/groupReplication/podAntiAffinity'"),
         (["mysql.proxy.idleTimeout=forever"], "at '/mysql/proxy/idleTimeout'"),
+        (
+            ["mysql.proxy.placement=everywhere"],
+            "at '/mysql/proxy/placement': value must be one of 'perNode', 'service'",
+        ),
     ],
 )
 def test_bad_group_values_fail_with_readable_errors(helm_binary, sets, message):

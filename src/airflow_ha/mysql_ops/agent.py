@@ -177,6 +177,7 @@ class Agent:
         # the loop and each proxy's check (two proxies, concurrently) probe the members in parallel
         self.pool = ThreadPoolExecutor(max_workers=4 * len(config.mysql), thread_name_prefix="probe")
         self.last_reports: list[MemberReport] = []
+        self.last_reports_at = 0.0  # monotonic time the loop's last round ended
         self.last_decision: Decision | None = None
         self.actions: list[tuple[float, str, str]] = []  # (time, action, outcome), the last 50
         self._stop = threading.Event()
@@ -297,6 +298,7 @@ class Agent:
             self.last_decision.reason,
         )
         self.last_reports, self.last_decision = reports, decision
+        self.last_reports_at = time.monotonic()
         if changed:
             log.info("%s: %s | %s", decision.action.value, decision.reason, " | ".join(r.describe() for r in reports))
         if decision.action in (Action.NONE, Action.WAIT):
@@ -325,9 +327,12 @@ class Agent:
 
     # -- HTTP ----------------------------------------------------------------------------------------
     def peers(self, timeout: float = 1.0) -> list[MemberReport]:
-        """The other members' reports, read now: the proxy's check must not trust a view cached from before
-        a freeze or a partition (the loop's reports can be seconds old when its own probe timed out)."""
+        """The other members' reports: the loop's when its last round ended within two intervals (every
+        node's HAProxy asks every member each check, so per-check probes would multiply), else read now (a
+        round that stalled on a frozen member must not answer with a view from before the freeze)."""
         c = self.config
+        if self.last_reports and time.monotonic() - self.last_reports_at <= max(2.0, 2 * c.interval):
+            return [r for r in self.last_reports if r.index != c.index]
         futures = [
             self.pool.submit(probe, addr, i, c.user, c.password, timeout)
             for i, addr in enumerate(c.mysql)
