@@ -607,8 +607,8 @@ def drain(backend: KubernetesBackend, timeout_seconds: float = 240.0) -> Scenari
     proc = subprocess.Popen(kubectl, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         while proc.poll() is None and time.monotonic() - started < timeout_seconds + 30:
-            workload.trigger(1)
-            time.sleep(10)
+            workload.trigger(1)  # a run every 30 s keeps work in flight without a long backlog after it
+            time.sleep(30)
         drained = proc.poll() == 0
     finally:
         if proc.poll() is None:
