@@ -91,11 +91,11 @@ def test_node_lost(k8s_backend, node_control, index):
     RESULTS.append(result)
     assert result.dag_runs_succeeded == result.dag_runs, result
     assert result.tasks_lost == 0, result
-    # Issue 15 asks for a new run's task queued within 60 s of the stop; measured 80-84 s on every node (not
-    # met, the issue stays open): a proxy pod on the lost node stays behind the Service until the node is
-    # declared NotReady (~46 s), and a scheduler that meets that dead path at connect exits and is restarted
-    # with the kubelet's back-off. 120 s bounds what the release does today.
-    assert result.recovery_seconds is not None and result.recovery_seconds <= 120, result
+    # Issue 15 asks for a new run's task queued within 60 s of the stop. With a HAProxy per node it took
+    # 19.1, 60.0 and 101.7 s for nodes 1-3 (80-84 s with the proxy behind a plain Service): not met yet, the
+    # issue stays open. What is left: a scheduler that meets the database during the primary's election
+    # exits and is restarted with the kubelet's back-off. 180 s bounds what the release does today.
+    assert result.recovery_seconds is not None and result.recovery_seconds <= 180, result
 
 
 def test_database_primary_partitioned(k8s_backend, node_control):
