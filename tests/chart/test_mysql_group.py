@@ -96,6 +96,8 @@ def test_group_members_statefulset(gr):
         "key": "mysql-root-password",
     }
     assert env["AIRFLOW_HA_MYSQL_RECOVERY_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "mysql-recovery-password"
+    # its group communication address: the pod IP (XCom must not wait on cluster DNS)
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
 
 
 def test_agent_arguments(gr, render):
@@ -149,6 +151,9 @@ def test_haproxy_checks_each_agent_for_the_primary(gr):
     servers = re.findall(r"^\s+server member-(\d) (\S+)$", cfg, re.M)
     assert servers == [(str(i), f"{R}-mysql-gr-{i}.{R}-mysql-gr.{R}.svc.cluster.local:3306") for i in range(3)]
     assert "resolvers cluster" in cfg and "init-addr last,libc,none" in cfg
+    # a DNS outage (a lost node's CoreDNS pod) keeps the members' last addresses: no member goes to maintenance
+    holds = dict(re.findall(r"^\s+hold (\w+) (\S+)$", cfg, re.M))
+    assert holds["timeout"] == holds["refused"] == holds["other"] == "300s" and holds["valid"] == "5s"
 
 
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (.ci/run installs it)")

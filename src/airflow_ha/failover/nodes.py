@@ -250,7 +250,10 @@ def node_lost(
     """Power ``target`` off (default: the busiest node with a scheduler) with probe runs and smart sensors in
     flight; a Redis master is moved onto it first, so its loss is a failover too."""
     view = ClusterView(backend)
+    # From a settled release: a scenario before this one may have ended mid-failure (a node just back).
     backend.recover()
+    wait_for(backend.database_redundant, 600, "every database member ONLINE", interval=5)
+    backend.wait_healthy(300)
     # Earlier failovers may have gathered masters on one node; the reconciler CronJob spreads them again.
     wait_for(view.placement_ok, 300, "masters spread and no master beside its replica", interval=5)
     target = target or _pick_node(view)

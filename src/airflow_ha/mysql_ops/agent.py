@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from airflow_ha.mysql_ops.addresses import AddressBook
 from airflow_ha.mysql_ops.gtid import GtidSet
 from airflow_ha.mysql_ops.planner import (
     OFFLINE,
@@ -61,7 +62,8 @@ class Address:
         return cls(host, int(port))
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
+        return f"{host}:{self.port}"
 
 
 @dataclass
@@ -80,6 +82,7 @@ class AgentConfig:
     clone_threshold: int | None = None  # None: only when donors purged what is needed
     interval: float = 1.0
     connect_timeout: float = 2.0
+    pod_ip: str = ""  # this member's own IP (the downward API's status.podIP); "" resolves its name
     extra_settings: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -181,33 +184,43 @@ class Agent:
         self.last_decision: Decision | None = None
         self.actions: list[tuple[float, str, str]] = []  # (time, action, outcome), the last 50
         self._stop = threading.Event()
+        own = {config.mysql[config.index].host, config.group[config.index].host}
+        self.addresses = AddressBook(
+            [a.host for a in (*config.mysql, *config.group)], pinned={h: config.pod_ip for h in own}
+        )
+
+    def dial(self, address: Address) -> Address:
+        """``address`` by IP: neither the agent's probes nor XCom wait on DNS (see ``addresses``)."""
+        return Address(self.addresses.ip(address.host), address.port)
 
     # -- reading -----------------------------------------------------------------------------------
     def probe_all(self) -> list[MemberReport]:
         c = self.config
         futures = [
-            self.pool.submit(probe, addr, i, c.user, c.password, c.connect_timeout) for i, addr in enumerate(c.mysql)
+            self.pool.submit(probe, self.dial(addr), i, c.user, c.password, c.connect_timeout)
+            for i, addr in enumerate(c.mysql)
         ]
         return [f.result() for f in futures]
 
     def probe_self(self, timeout: float = 1.0) -> MemberReport:
         c = self.config
-        return probe(c.mysql[c.index], c.index, c.user, c.password, timeout)
+        return probe(self.dial(c.mysql[c.index]), c.index, c.user, c.password, timeout)
 
     # -- acting ------------------------------------------------------------------------------------
     def _local(self):
         """The connection actions run on: START GROUP_REPLICATION returns only once the member joined (or
         failed to), which can take a while on a slow network."""
         c = self.config
-        return _connect(c.mysql[c.index], c.user, c.password, max(c.connect_timeout, 5.0), ACTION_TIMEOUT)
+        return _connect(self.dial(c.mysql[c.index]), c.user, c.password, max(c.connect_timeout, 5.0), ACTION_TIMEOUT)
 
     def settings(self) -> dict[str, str]:
-        """Every group_replication_* value set before a START (SQL literals)."""
+        """Every group_replication_* value set before a START (SQL literals). XCom's addresses are IPs: it
+        resolves names on its one thread, and a stalled lookup there gets a healthy member expelled."""
         c = self.config
-        seeds = ",".join(str(a) for a in c.group)
+        seeds = ",".join(str(self.dial(a)) for a in c.group)
         out = {
             "group_replication_group_name": _quote(c.group_name),
-            "group_replication_local_address": _quote(str(c.group[c.index])),
+            "group_replication_local_address": _quote(str(self.dial(c.group[c.index]))),
             "group_replication_group_seeds": _quote(seeds),
             "group_replication_ip_allowlist": _quote(c.ip_allowlist),
             "group_replication_single_primary_mode": "ON",
@@ -314,6 +327,7 @@ class Agent:
         return decision
 
     def run(self) -> None:
+        self.addresses.start()
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -324,6 +338,7 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
+        self.addresses.stop()
 
     # -- HTTP ----------------------------------------------------------------------------------------
     def peers(self, timeout: float = 1.0) -> list[MemberReport]:
@@ -334,7 +349,7 @@ class Agent:
         if self.last_reports and time.monotonic() - self.last_reports_at <= max(2.0, 2 * c.interval):
             return [r for r in self.last_reports if r.index != c.index]
         futures = [
-            self.pool.submit(probe, addr, i, c.user, c.password, timeout)
+            self.pool.submit(probe, self.dial(addr), i, c.user, c.password, timeout)
             for i, addr in enumerate(c.mysql)
             if i != c.index
         ]

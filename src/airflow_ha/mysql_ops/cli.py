@@ -55,6 +55,11 @@ def register(subparsers) -> None:
         help="a joiner missing more transactions than this is provisioned by CLONE (default: only when needed)",
     )
     p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument(
+        "--pod-ip",
+        default=os.environ.get("POD_IP", ""),
+        help="this member's own IP, its group communication address (default: $POD_IP; empty: resolve its name)",
+    )
     p.add_argument("--http-host", default="0.0.0.0")
     p.add_argument("--http-port", type=int, default=8008)
     p.set_defaults(func=run)
@@ -87,6 +92,7 @@ def config_from_args(args):
         unreachable_majority_timeout=args.unreachable_majority_timeout,
         clone_threshold=args.clone_threshold,
         interval=args.interval,
+        pod_ip=args.pod_ip,
     )
 
 

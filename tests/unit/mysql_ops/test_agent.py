@@ -102,6 +102,21 @@ def test_settings():
     assert Agent(config()).settings()["group_replication_clone_threshold"] == str(CLONE_THRESHOLD_OFF)
 
 
+def test_group_communication_and_probes_go_by_ip():
+    """XCom gets IPs (its own pod IP, its peers' last resolved ones): it resolves names on its one thread,
+    and a lookup stalled on a lost CoreDNS pod got a healthy member expelled on the 3-node cluster."""
+    agent = Agent(config(pod_ip="10.244.1.6"))
+    resolved = {"m0": "10.244.0.5", "m2": "10.244.2.7"}
+    agent.addresses._lookup = resolved.__getitem__
+    agent.addresses.refresh()
+    s = agent.settings()
+    assert s["group_replication_local_address"] == "'10.244.1.6:33061'"
+    assert s["group_replication_group_seeds"] == "'10.244.0.5:33061,10.244.1.6:33061,10.244.2.7:33061'"
+    assert str(agent.dial(Address("m1", 3306))) == "10.244.1.6:3306"  # its own probe: no DNS either
+    assert str(agent.dial(Address("m0", 3306))) == "10.244.0.5:3306"
+    assert str(Address("fd00::7", 33061)) == "[fd00::7]:33061"
+
+
 def test_prepare_installs_plugins_and_the_recovery_user_without_binlogging():
     conn = FakeConn({"information_schema.PLUGINS": [], "@@super_read_only, @@read_only": [(1, 1)]})
     Agent(config()).prepare(conn)
@@ -155,6 +170,13 @@ def test_cli_config(monkeypatch):
     assert [str(a) for a in c.mysql] == ["a:3306", "b:3306", "c:3307"]
     assert [str(a) for a in c.group] == ["a:33061", "b:33061", "c:33061"]
     assert (c.index, c.password, c.recovery_password, c.clone_threshold) == (2, "root-pw", "rec-pw", 5)
+
+
+def test_cli_pod_ip_comes_from_the_downward_api(monkeypatch):
+    monkeypatch.setenv(cli.ENV_PASSWORD, "root-pw")
+    monkeypatch.setenv(cli.ENV_RECOVERY_PASSWORD, "rec-pw")
+    monkeypatch.setenv("POD_IP", "10.244.2.9")
+    assert cli.config_from_args(parse(["--index=0", "--members=a", "--group-name=g"])).pod_ip == "10.244.2.9"
 
 
 def test_cli_needs_the_passwords_in_the_environment(monkeypatch):
