@@ -8,11 +8,12 @@ from __future__ import annotations
 
 
 def install() -> None:
-    from airflow_ha.compat import celery, forksafe_db
+    from airflow_ha.compat import celery, forksafe_db, trigger_cleanup
     from airflow_ha.compat.hooks import when_imported
 
     celery.install()
     forksafe_db.install()
+    trigger_cleanup.install()
     # `[celery] broker_url = rediscluster://...` is all a deployment sets: the alias is registered
     # whenever kombu's transport registry is loaded, in any process.
     when_imported("kombu.transport", _register_broker)
