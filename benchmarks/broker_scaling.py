@@ -76,13 +76,15 @@ def run_case(broker, url, clients_fn, n_workers, queues, args, workdir: Path) ->
             time.sleep(0.5)
             workers.clear_runs()
 
-            before = commandstats(clients_fn())
+            clients = clients_fn()
+            replica = [c.info("replication").get("role") == "slave" for c in clients]
+            before = [commandstats([c]) for c in clients]
             first = time.time()
             for i in range(args.tasks):
                 app.send_task(TASK, args=[time.time()], queue=queues[i % len(queues)], producer=producer)
             published = time.time()
             wait_count(workers, args.tasks, 600, f"{args.tasks} burst tasks")
-            after = commandstats(clients_fn())
+            after = [commandstats([c]) for c in clients]
             burst = workers.runs()
             workers.clear_runs()
 
@@ -98,8 +100,9 @@ def run_case(broker, url, clients_fn, n_workers, queues, args, workdir: Path) ->
             paced = workers.runs()
         last = max(r[2] for r in burst)
         latencies = [(r[2] - r[1]) * 1000 for r in paced]
-        delta = after - before
-        delta = Counter({k: v for k, v in delta.items() if v > 0})
+        deltas = [a - b for a, b in zip(after, before, strict=True)]
+        delta = sum(deltas, Counter())
+        on_replicas = sum((d for d, r in zip(deltas, replica, strict=True) if r), Counter())
         return {
             "publish_rate": args.tasks / (published - first),
             "throughput": args.tasks / (last - first),
@@ -108,6 +111,8 @@ def run_case(broker, url, clients_fn, n_workers, queues, args, workdir: Path) ->
             "burst_p50_ms": statistics.median((r[2] - r[1]) * 1000 for r in burst),
             "cmds_per_task": sum(delta.values()) / args.tasks,
             "top": [(name, calls / args.tasks) for name, calls in delta.most_common(5)],
+            "all": [(name, calls / args.tasks) for name, calls in delta.most_common()],
+            "replica_cmds_per_task": sum(on_replicas.values()) / args.tasks,
             "runs": len(burst),
         }
     finally:
@@ -126,6 +131,7 @@ def parse(argv):
     parser.add_argument("--queues", default="1,6", help="queue counts (1 and/or 6)")
     parser.add_argument("--brokers", default="ours,ours-nowait,stock")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    parser.add_argument("--all-commands", action="store_true", help="print every command per task, not the top 5")
     args, _ = parser.parse_known_args(argv)
     if args.quick:
         args.tasks, args.paced, args.workers, args.queues = min(args.tasks, 300), min(args.paced, 50), "2", "1"
@@ -223,8 +229,12 @@ def report(args, results, plain, elapsed) -> None:
             for broker in args.broker_list:
                 r = results.get((nw, nq, broker))
                 if r:
-                    top = ", ".join(f"{name} {per:.2f}" for name, per in r["top"])
-                    print(f"  {broker:11} {nw}w {nq}q: {top}")
+                    rows = r["all"] if args.all_commands else r["top"]
+                    top = ", ".join(f"{name} {per:.2f}" for name, per in rows if per >= 0.005)
+                    replicas = ""
+                    if args.all_commands:
+                        replicas = f" (of which replicas applying writes: {r['replica_cmds_per_task']:.1f})"
+                    print(f"  {broker:11} {nw}w {nq}q: {top}{replicas}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """The consumer side of the transport: who waits on what, and the blocking drain loop.
 
-A publish wakes ONE consumer, like ``BRPOP`` in kombu's redis transport: every publish also pushes a
-token on the queue's wake list (``{q}:wake``) and an idle consumer waits for a token with ``BLPOP`` on a
-connection of its own (:class:`Waiter`); Redis hands a pushed token to exactly one blocked client. The
-woken consumer then takes the message with the GET script (which records it as unacked atomically). A
-consumer waits only while its prefetch has room; a token it pops when full goes back to the list, so
-another consumer gets it. ``BLPOP`` times out every ``poll_sweep_interval`` (1 s): the consumer then
-reads the queue anyway, which covers a token lost with a failed-over master. The GET script keeps one
-token in the list while messages remain and drops them when the queue is empty, so tokens track messages.
+A publish wakes ONE consumer, like ``BRPOP`` in kombu's redis transport: a publish pushes a token on the
+queue's wake list (``{q}:wake``) when it holds none, and an idle consumer waits for a token with ``BLPOP``
+on a connection of its own (:class:`Waiter`); Redis hands a pushed token to exactly one blocked client. The
+woken consumer then takes the message with the GET script (which records it as unacked atomically, and
+leaves a token for the next consumer while messages remain). A consumer waits only while its prefetch has
+room; a token it pops when full goes back to the list, so another consumer gets it. ``BLPOP`` times out
+every ``poll_sweep_interval`` (1 s): the consumer then looks at the queue (one ``EXISTS`` of its lists) and
+reads it if it holds messages, which covers tokens lost with a failed-over master (tokens are not
+replicated: see :mod:`airflow_ha.broker.scripts`).
 
 Fanout (broadcast, Celery remote control) uses sharded pub/sub (``SSUBSCRIBE``), one pub/sub connection
 per master, delivered to live subscribers only, as kombu's redis transport does. A ``sunsubscribe`` the
@@ -173,14 +174,16 @@ class Drain:
         if token and not channel.qos.can_consume():
             self._give_back(waiter.queue)
             return
-        channel._ready.add(waiter.queue)  # a token, or the periodic safety read
         if token:
-            channel._token_woken.add(waiter.queue)
+            channel._probe.discard(waiter.queue)
+        elif waiter.queue not in channel._ready:
+            channel._probe.add(waiter.queue)  # the periodic safety read: no token came, look before reading
+        channel._ready.add(waiter.queue)
 
     def _give_back(self, queue: str) -> None:
         key = keys.wake_list(queue)
         with contextlib.suppress(BrokerUnavailable):
-            self.router.on_slot(key, lambda client, _node: client.rpush(key, "1"), deadline=0)
+            self.router.run_script("wake", [key], [], deadline=0)
 
     # -- fanout subscriptions ------------------------------------------------------------------------
     def _wanted_fanout(self) -> dict[str, list]:

@@ -156,7 +156,12 @@ class SlotRouter:
         return self.on_slot(keys_[0], run, deadline=deadline)
 
     def _eval(self, client, node, name, keys_, args, wait: bool, kind: str | None):
-        aof = wait and self._runs_waitaof(client, node) and self.opts.replication_wait_aof
+        if not wait:  # one command: no pipeline to build
+            try:
+                return client.evalsha(SHAS[name], len(keys_), *keys_, *args)
+            except rexc.NoScriptError:  # the script ran nowhere: load it with EVAL
+                return client.eval(scripts.ALL[name], len(keys_), *keys_, *args)
+        aof = self._runs_waitaof(client, node) and self.opts.replication_wait_aof
         for sha in (True, False):
             pipe = client.pipeline(transaction=False)
             if sha:

@@ -10,30 +10,39 @@ the consumer then marks it ``redelivered`` (as kombu's redis transport does), so
 
 from __future__ import annotations
 
-# ARGV: list index (1-based, into KEYS[4..]), payload, most wake tokens kept
+# Wake tokens are written with ``redis.set_repl(redis.REPL_NONE)``: neither replicated nor in the AOF. A
+# token only says "read this queue"; a master's tokens are gone after a failover or a restart anyway, and
+# what covers that (a waiter whose connection broke reads at once; the periodic safety read) needs no copy.
+# So a publish replicates one LPUSH (no MULTI/EXEC: a script with one replicated write is sent as that
+# write), and a WAIT after it waits for that alone. (A token handed to a blocked BLPOP is still replicated
+# as an LPOP: a no-op on a replica, which holds no tokens.)
+#
+# Tokens follow the messages: while messages remain there is at least one token, and an emptied queue
+# drops its tokens. A publish adds a token only when the list has none: a token left in the list means no
+# consumer is blocked on it (Redis hands a pushed token to a blocked client right after the command that
+# pushed it), so another would wake nobody now, and a consumer that comes to wait finds the one there. So
+# a publish wakes at most one consumer, and a woken consumer that leaves messages behind adds the token
+# that wakes the next (GET), one per read, as a burst published to blocked consumers wakes one per message.
+
+# ARGV: list index (1-based, into KEYS[4..]), payload
 PUT = """
 redis.call('LPUSH', KEYS[3 + tonumber(ARGV[1])], ARGV[2])
-if redis.call('RPUSH', KEYS[3], '1') > tonumber(ARGV[3]) then
-  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
+if redis.call('LLEN', KEYS[3]) == 0 then
+  redis.set_repl(redis.REPL_NONE)
+  redis.call('RPUSH', KEYS[3], '1')
 end
 return 1
 """
 
-# ARGV: record (1: keep it as unacked until ack; 0: a no_ack consumer, nothing to keep), take_token (1: the
-# reader was not woken by a token of its own - it reads on because the last read said more remain, or it is
-# the periodic safety read - so it takes one now, keeping one token per message). Returns {item, more}
-# (more: 1 when messages remain), or false. Pops the first
-# message in priority order and records it in the same step: there is no moment where a popped message
-# exists only in the consumer's memory. Tokens follow the messages: while messages remain, at least one
-# token stays (a token list trimmed at its cap, or a token lost with a failed-over master, never leaves a
-# message to the 1 s safety read); an empty queue drops its tokens, which stood for messages taken already.
+# ARGV: record (1: keep it as unacked until ack; 0: a no_ack consumer, nothing to keep). Returns {item, more}
+# (more: 1 when messages remain), or false. Pops the first message in priority order and records it in the
+# same step: there is no moment where a popped message exists only in the consumer's memory. While
+# messages remain it leaves a token (waking the next blocked consumer, if any); an empty queue drops its
+# tokens, which stood for messages taken already.
 GET = """
-local now = redis.call('TIME')
-local ts = tonumber(now[1]) + tonumber(now[2]) / 1000000
 for i = 4, #KEYS do
   local item = redis.call('RPOP', KEYS[i])
   if item then
-    if ARGV[2] == '1' then redis.call('LPOP', KEYS[3]) end
     if ARGV[1] == '1' then
       local body = item
       if string.byte(item, 1) == 1 then body = string.sub(item, 2) end
@@ -43,29 +52,36 @@ for i = 4, #KEYS do
         tag = msg['properties']['delivery_tag']
       end
       if type(tag) == 'string' then
+        local now = redis.call('TIME')
         redis.call('HSET', KEYS[1], tag, (i - 3) .. '|' .. item)
-        redis.call('ZADD', KEYS[2], ts, tag)
+        redis.call('ZADD', KEYS[2], tonumber(now[1]) + tonumber(now[2]) / 1000000, tag)
       end
     end
-    local more = 0
-    for j = i, #KEYS do
-      if redis.call('LLEN', KEYS[j]) > 0 then
-        more = 1
-        break
-      end
+    local more = redis.call('EXISTS', unpack(KEYS, i, #KEYS))
+    redis.set_repl(redis.REPL_NONE)
+    if more == 0 then
+      redis.call('DEL', KEYS[3])
+    elseif redis.call('LLEN', KEYS[3]) == 0 then
+      redis.call('RPUSH', KEYS[3], '1')
     end
-    if more == 1 and redis.call('LLEN', KEYS[3]) == 0 then redis.call('RPUSH', KEYS[3], '1') end
-    return {item, more}
+    return {item, more > 0 and 1 or 0}
   end
 end
+redis.set_repl(redis.REPL_NONE)
 redis.call('DEL', KEYS[3])
 return false
 """
 
-# ARGV: delivery tag
+# ARGV: delivery tags (one or more, of this queue)
 ACK = """
-redis.call('ZREM', KEYS[2], ARGV[1])
-return redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], unpack(ARGV))
+return redis.call('HDEL', KEYS[1], unpack(ARGV))
+"""
+
+# KEYS[1]: a wake list. A token a consumer popped while it had no room for a message goes back.
+WAKE = """
+redis.set_repl(redis.REPL_NONE)
+return redis.call('RPUSH', KEYS[1], '1')
 """
 
 # ARGV: delivery tag, to_head (1: served next, 0: back of the line)
@@ -84,6 +100,7 @@ if ARGV[2] == '1' then
 else
   redis.call('LPUSH', key, item)
 end
+redis.set_repl(redis.REPL_NONE)
 redis.call('RPUSH', KEYS[3], '1')
 return 1
 """
@@ -105,9 +122,12 @@ for _, tag in ipairs(tags) do
     local item = string.sub(v, sep + 1)
     if string.byte(item, 1) ~= 1 then item = '\\1' .. item end
     redis.call('RPUSH', KEYS[3 + idx] or KEYS[4], item)
-    redis.call('RPUSH', KEYS[3], '1')
     n = n + 1
   end
+end
+if n > 0 then
+  redis.set_repl(redis.REPL_NONE)
+  for _ = 1, n do redis.call('RPUSH', KEYS[3], '1') end
 end
 return n
 """
@@ -117,6 +137,6 @@ DELETE = """
 return redis.call('DEL', unpack(KEYS))
 """
 
-ALL = {"put": PUT, "get": GET, "ack": ACK, "restore": RESTORE, "sweep": SWEEP, "delete": DELETE}
+ALL = {"put": PUT, "get": GET, "ack": ACK, "wake": WAKE, "restore": RESTORE, "sweep": SWEEP, "delete": DELETE}
 
 REDELIVERED = b"\x01"  # the first byte of a restored message's list item

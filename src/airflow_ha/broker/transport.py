@@ -61,8 +61,6 @@ from airflow_ha.broker.url import ClusterURL, parse
 
 log = logging.getLogger(__name__)
 
-WAKE_TOKENS_KEPT = 1000  # per queue: more than enough to wake every idle consumer at once
-
 
 class QoS(virtual.QoS):
     """Prefetch as in kombu; ack/reject/restore also update the queue's unacked bookkeeping in Redis."""
@@ -131,13 +129,14 @@ class Channel(virtual.Channel):
         self._tag_queue: dict[str, str] = {}
         self._fanout_queues: dict[str, str] = {}  # queue -> fanout exchange
         self._ready: set[str] = set()  # queues to read now (a wake token, a safety read, a new consumer)
-        self._token_woken: set[str] = set()  # ready because this channel popped a wake token for it
+        self._probe: set[str] = set()  # ready only for the periodic safety read: look (EXISTS) before reading
         self._more: set[str] = set()  # the last read said more messages remain: read on, no wait needed
         self._noack_queues: set[str] = set()  # consumed with no_ack: no unacked bookkeeping
         self._auto_delete_queues: set[str] = set()  # deleted when this channel closes
         self._rr = 0
         self._remote_types: dict[str, str] = {}
         self._late_acks: dict[str, str] = {}  # delivery tag -> queue: acks an outage held back, in order
+        self._qkeys_cache: dict[str, list[str]] = {}
 
     # -- helpers -------------------------------------------------------------------------------------
     def connection_wakeup(self) -> None:
@@ -151,7 +150,16 @@ class Channel(virtual.Channel):
         return steps.index(keys.step_for(pri, steps))
 
     def _qkeys(self, queue: str) -> list[str]:
-        return keys.queue_keys(queue, self.opts.priority_steps)
+        qkeys = self._qkeys_cache.get(queue)
+        if qkeys is None:
+            if len(self._qkeys_cache) >= 1024:  # names come and go (reply queues): keep it bounded
+                self._qkeys_cache.clear()
+            qkeys = self._qkeys_cache[queue] = keys.queue_keys(queue, self.opts.priority_steps)
+        return qkeys
+
+    def _has_messages(self, queue, deadline=None) -> bool:
+        lists = self._qkeys(queue)[3:]
+        return bool(self.connection.on_slot(lists[0], lambda c, _node: c.exists(*lists), deadline=deadline))
 
     def _script(self, name, queue, args, wait_kind=None, deadline=None):
         return self.connection.run_script(name, self._qkeys(queue), args, wait_kind=wait_kind, deadline=deadline)
@@ -159,15 +167,12 @@ class Channel(virtual.Channel):
     # -- kombu virtual API ---------------------------------------------------------------------------
     def _put(self, queue, message, **kwargs):
         kwargs.pop("_publish_batch", None)
-        self._script(
-            "put", queue, [self._step_index(message) + 1, dumps(message), WAKE_TOKENS_KEPT], wait_kind="publish"
-        )
+        self._script("put", queue, [self._step_index(message) + 1, dumps(message)], wait_kind="publish")
 
-    def _get(self, queue, timeout=None, deadline=None, no_ack=None, token=False):
-        """One message; ``token``: this read was woken by a wake token it popped (else it takes one)."""
+    def _get(self, queue, timeout=None, deadline=None, no_ack=None):
         no_ack = queue in self._noack_queues if no_ack is None else no_ack
         record = "0" if no_ack else "1"
-        result = self._script("get", queue, [record, "0" if token else "1"], deadline=deadline)
+        result = self._script("get", queue, [record], deadline=deadline)
         if not result:
             self._more.discard(queue)
             raise Empty()
@@ -263,8 +268,7 @@ class Channel(virtual.Channel):
         return self.connection.on_slot(lists[0], purge)
 
     def _has_queue(self, queue, **kwargs):
-        lists = keys.priority_lists(queue, self.opts.priority_steps)
-        return bool(self.connection.on_slot(lists[0], lambda c, _node: c.exists(*lists)))
+        return self._has_messages(queue)
 
     def _new_queue(self, queue, auto_delete=False, **kwargs):
         if auto_delete:  # lists spring into existence on first publish; remember what to delete at close
@@ -361,7 +365,7 @@ class Channel(virtual.Channel):
         if queue is not None and queue not in self._active_queues:
             self._ready.discard(queue)
             self._noack_queues.discard(queue)
-            self._token_woken.discard(queue)
+            self._probe.discard(queue)
             self._more.discard(queue)
         if self.connection is not None:
             self.connection.subscriptions_changed()
@@ -370,8 +374,9 @@ class Channel(virtual.Channel):
     def deliver_one(self) -> bool:
         """GET one message from a ready consumed queue (round robin) and deliver it; False if none.
 
-        A queue stays ready while its last read said more messages remain (the next read takes a token,
-        saving the wait); an emptied queue is waited on with BLPOP again.
+        A queue stays ready while its last read said more messages remain (read on, no wait needed); an
+        emptied queue is waited on with BLPOP again. A queue ready only for the periodic safety read (its
+        BLPOP timed out: no token came) is looked at with one EXISTS first, and read only if it holds any.
         """
         self._ready.difference_update(self._fanout_queues)  # fanout arrives over pub/sub, never read here
         queues = [q for q in self._active_queues if q not in self._fanout_queues]
@@ -383,10 +388,13 @@ class Channel(virtual.Channel):
             queue = queues[(self._rr + i) % n]
             if queue not in self._ready:
                 continue
-            token = queue in self._token_woken
-            self._token_woken.discard(queue)
             try:
-                message = self._get(queue, deadline=0, token=token)
+                if queue in self._probe:
+                    self._probe.discard(queue)
+                    if not self._has_messages(queue, deadline=0):
+                        self._ready.discard(queue)
+                        continue
+                message = self._get(queue, deadline=0)
             except Empty:
                 self._ready.discard(queue)
                 continue
@@ -445,7 +453,7 @@ class Channel(virtual.Channel):
                     log.warning("broker: could not delete auto-delete queue %r at close: %s", queue, exc)
         super().close()
         self._ready.clear()
-        self._token_woken.clear()
+        self._probe.clear()
         self._more.clear()
 
 
