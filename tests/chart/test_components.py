@@ -164,6 +164,12 @@ def test_config_map_renders_env(render):
     assert env["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"]["value"] == "99"
 
 
+def test_database_operations_outlast_a_primary_election(default):
+    env = env_of(pod(default, "Deployment", f"{R}-scheduler")["containers"][0])
+    assert env["AIRFLOW__DATABASE__MAX_DB_RETRIES"]["value"] == "12"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_PRE_PING"]["value"] == "True"
+
+
 def test_every_airflow_pod_waits_for_migrations(default):
     for (kind, name), _ in AIRFLOW_WORKLOADS.items():
         init = pod(default, kind, name)["initContainers"]

@@ -72,7 +72,10 @@ class KubeoneNodes:
         _sh(str(self.dir / "stop-node"), str(self.index(node)))
 
     def start(self, node: str) -> None:
-        _sh(str(self.dir / "up"), env={**os.environ, "KUBEONE_NODES": str(self.node_count)}, timeout=600)
+        # `up` restarts what is stopped, then gives each node KUBEONE_WAIT tries to be Ready (default 240; in
+        # CI those tries failed for minutes while the node was Ready: node_lost then asks the API server)
+        env = {**os.environ, "KUBEONE_NODES": str(self.node_count), "KUBEONE_WAIT": "60"}
+        _sh(str(self.dir / "up"), env=env, timeout=600)
 
     def can_partition(self, node: str) -> bool:
         return self.index(node) >= 2
@@ -237,6 +240,28 @@ def _pick_node(view: ClusterView, need_partition: NodeControl | None = None) -> 
     return max(candidates, key=load)
 
 
+def _bring_back(backend: KubernetesBackend, nodes: NodeControl, target: str) -> None:
+    """Start ``target`` again. In CI, `../shared/kube/up` twice gave up waiting for a returning node to be
+    Ready while its kubelet had logged Ready within a second and the next scenario found the cluster whole:
+    when the tool fails, the API server (the client every other step uses) has the last word."""
+    try:
+        nodes.start(target)
+    except RuntimeError as exc:
+
+        def ready() -> bool:
+            try:
+                conditions = backend.core.read_node(target).status.conditions or []
+            except Exception:
+                return False
+            return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+        try:
+            wait_for(ready, 300, f"node {target} Ready", interval=2)
+        except ScenarioError:
+            raise exc from None
+        print(f"[nodes] {target} Ready (the node tool had given up: {str(exc)[-200:]})", flush=True)
+
+
 def _committed(backend: KubernetesBackend) -> tuple[int, int]:
     """(highest dag_run id, rows up to it): rows committed before a failure must all be there after it."""
     (top,) = backend.sql("SELECT COALESCE(MAX(id), 0) FROM dag_run")[0]
@@ -314,11 +339,11 @@ def node_lost(
         ran = time.monotonic() - started
         time.sleep(max(0.0, down_seconds - (time.monotonic() - started)))
         down_for = time.monotonic() - started
-        nodes.start(target)
+        _bring_back(backend, nodes, target)
         back = True
     finally:
         if not back:
-            nodes.start(target)
+            _bring_back(backend, nodes, target)
     for run_id in sensors.runs:
         backend.api.set_variable(f"{scenarios.SENSOR_RELEASE_PREFIX}/{run_id}", "go")
     states = backend.api.wait_for_runs([(workload.dag_id, r) for r in workload.runs], scenarios.RUN_TIMEOUT)
