@@ -195,10 +195,15 @@ class Agent:
 
     # -- reading -----------------------------------------------------------------------------------
     def probe_all(self) -> list[MemberReport]:
+        return self._probe_members(self.config.connect_timeout)
+
+    def _probe_members(self, timeout: float, skip: int | None = None) -> list[MemberReport]:
+        """Every member's report (but ``skip``'s), read in parallel."""
         c = self.config
         futures = [
-            self.pool.submit(probe, self.dial(addr), i, c.user, c.password, c.connect_timeout)
+            self.pool.submit(probe, self.dial(addr), i, c.user, c.password, timeout)
             for i, addr in enumerate(c.mysql)
+            if i != skip
         ]
         return [f.result() for f in futures]
 
@@ -348,12 +353,7 @@ class Agent:
         c = self.config
         if self.last_reports and time.monotonic() - self.last_reports_at <= max(2.0, 2 * c.interval):
             return [r for r in self.last_reports if r.index != c.index]
-        futures = [
-            self.pool.submit(probe, self.dial(addr), i, c.user, c.password, timeout)
-            for i, addr in enumerate(c.mysql)
-            if i != c.index
-        ]
-        return [f.result() for f in futures]
+        return self._probe_members(timeout, skip=c.index)
 
     def primary(self) -> tuple[bool, str]:
         """The proxy's check: this member is the writable primary, and the majority agrees."""
