@@ -103,6 +103,11 @@ class PortForward:
         self.proc = None
 
 
+def _condition_true(obj, kind: str) -> bool:
+    """A pod's or node's status condition ``kind`` is True."""
+    return any(c.type == kind and c.status == "True" for c in obj.status.conditions or [])
+
+
 class KubernetesBackend:
     name = "kubernetes"
 
@@ -145,11 +150,7 @@ class KubernetesBackend:
             component = "mysql-proxy"  # SQL goes where Airflow's goes: the proxy in front of the primary
         service = f"{self.release}-{COMPONENT_LABELS.get(component, component)}"
         try:
-            ready_nodes = {
-                n.metadata.name
-                for n in self.core.list_node().items
-                if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
-            }
+            ready_nodes = self.ready_nodes()
             for pod in self._pods(component):
                 if self._ready(pod) and pod.spec.node_name in ready_nodes - self.avoid_nodes:
                     return f"pod/{pod.metadata.name}"
@@ -183,7 +184,10 @@ class KubernetesBackend:
     def _ready(pod) -> bool:
         if pod.metadata.deletion_timestamp is not None or pod.status.phase != "Running":
             return False
-        return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        return _condition_true(pod, "Ready")
+
+    def ready_nodes(self) -> set[str]:
+        return {n.metadata.name for n in self.core.list_node().items if _condition_true(n, "Ready")}
 
     def _kubectl(self, *args: str, timeout: float = 120) -> str:
         proc = subprocess.run(

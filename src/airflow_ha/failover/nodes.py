@@ -250,10 +250,9 @@ def _bring_back(backend: KubernetesBackend, nodes: NodeControl, target: str) -> 
 
         def ready() -> bool:
             try:
-                conditions = backend.core.read_node(target).status.conditions or []
-            except Exception:
+                return target in backend.ready_nodes()
+            except Exception:  # the API server still busy with the returning node
                 return False
-            return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
         try:
             wait_for(ready, 300, f"node {target} Ready", interval=2)
