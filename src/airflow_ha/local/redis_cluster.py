@@ -190,18 +190,31 @@ class RedisCluster:
         self.wait_healthy()
 
     def wait_healthy(self, timeout: float = 60) -> None:
-        """Every running node reports ``cluster_state:ok`` and the expected number of masters."""
+        """Every running node reports ``cluster_state:ok``, the expected number of masters, and the
+        same slot owners: after a failover the new config epoch reaches the other nodes by gossip,
+        and until it has, one node's CLUSTER SLOTS may still name the old master."""
 
         def healthy() -> bool:
             try:
                 running = [n for n in self.nodes if n.running]
-                return all(n.cluster_info().get("cluster_state") == "ok" for n in running) and (
-                    len(self.master_nodes()) == self.masters
-                )
+                if not all(n.cluster_info().get("cluster_state") == "ok" for n in running):
+                    return False
+                if len(self.master_nodes()) != self.masters:
+                    return False
+                return len({self._slot_owners(n) for n in running}) == 1
             except redis.RedisError:
                 return False
 
-        wait_until(healthy, timeout, "cluster_state:ok on every node", interval=0.2)
+        wait_until(healthy, timeout, "cluster_state:ok and one slot map on every node", interval=0.2)
+
+    @staticmethod
+    def _slot_owners(node: RedisNode) -> frozenset[tuple[int, int, int]]:
+        """``(first slot, last slot, master port)`` for every range in ``node``'s CLUSTER SLOTS."""
+        with node.client(socket_timeout=2) as conn:
+            return frozenset(
+                (int(start), int(end), int(master[1]))
+                for start, end, master, *_replicas in conn.execute_command("CLUSTER SLOTS")
+            )
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -231,10 +244,9 @@ class RedisCluster:
     def master_for_slot(self, slot: int) -> RedisNode:
         """The running master that serves ``slot`` according to a live node's CLUSTER SLOTS."""
         probe = next(n for n in self.nodes if n.running)
-        with probe.client(socket_timeout=2) as conn:
-            for start, end, master, *_replicas in conn.execute_command("CLUSTER SLOTS"):
-                if start <= slot <= end:
-                    return self.node_by_port(int(master[1]))
+        for start, end, master_port in self._slot_owners(probe):
+            if start <= slot <= end:
+                return self.node_by_port(master_port)
         raise LookupError(f"slot {slot} is not served by any master")
 
     def replicas_of(self, master: RedisNode) -> list[RedisNode]:
