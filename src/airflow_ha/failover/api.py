@@ -128,6 +128,10 @@ class AirflowAPI:
     def set_variable(self, key: str, value: str) -> None:
         self.request("POST", "/api/v2/variables", json={"key": key, "value": value})
 
+    def variable(self, key: str) -> str:
+        """The Variable's value as the API returns it: decrypted, whatever the release's Fernet key."""
+        return self.request("GET", f"/api/v2/variables/{key}").json()["value"]
+
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
 

@@ -8,6 +8,7 @@ metadata database, tasks run, retried, duplicated (task code that completed more
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -79,17 +80,30 @@ class Workload:
             (self.dag_id, *params, self.task_pattern),
         )
 
-    def executions(self) -> dict[tuple, int]:
-        """Completed executions of task code per (run, task, map index), from the probe's Variables."""
-        counts: dict[tuple, int] = {}
+    def executions(self) -> dict[tuple, list[str]]:
+        """Completed executions of task code per (run, task, map index): the probe's Variable keys."""
+        found: dict[tuple, list[str]] = {}
         for run_id in self.runs:
             rows = self.backend.sql(
                 "SELECT `key` FROM variable WHERE `key` LIKE %s", (f"{EXECUTION_PREFIX}/{run_id}/%",)
             )
             for (key,) in rows:
                 _prefix, run, task_id, map_index, _try, _nonce = key.split("/")
-                counts[(run, task_id, int(map_index))] = counts.get((run, task_id, int(map_index)), 0) + 1
-        return counts
+                found.setdefault((run, task_id, int(map_index)), []).append(key)
+        return found
+
+    def describe_duplicate(self, keys: list[str]) -> str:
+        """``try 1 on <host>, try 2 on <host>``: a retry after a lost worker (at-least-once: the code
+        finished, its success was not recorded) or a second delivery of the same try."""
+        parts = []
+        for key in sorted(keys):
+            try_number = key.split("/")[4]
+            try:
+                host = json.loads(self.backend.api.variable(key)).get("hostname", "?")
+            except Exception as exc:  # a note, never a reason to fail the scenario's counts
+                host = f"? ({type(exc).__name__})"
+            parts.append(f"try {try_number} on {host}")
+        return ", ".join(parts)
 
     def queued_by(self, runs: list[str]) -> set[int]:
         """Scheduler job ids that queued any task of ``runs``."""
@@ -107,6 +121,11 @@ class Workload:
     def result(self, recovery_seconds: float | None, states: dict, notes: list[str]) -> ScenarioResult:
         instances = self.work_instances()
         executions = self.executions()
+        duplicated = {task: keys for task, keys in executions.items() if len(keys) > 1}
+        notes = notes + [
+            f"duplicated {run}/{task_id}: {self.describe_duplicate(keys)}"
+            for (run, task_id, _), keys in duplicated.items()
+        ]
         succeeded = sum(1 for row in instances if row[3] == "success")
         return ScenarioResult(
             scenario=self.scenario,
@@ -116,7 +135,7 @@ class Workload:
             tasks_expected=self.tasks_expected,
             tasks_succeeded=succeeded,
             tasks_retried=sum(1 for row in instances if int(row[4] or 0) > 1),
-            tasks_duplicated=sum(1 for count in executions.values() if count > 1),
+            tasks_duplicated=len(duplicated),
             tasks_lost=self.tasks_expected - succeeded,
             recovery_seconds=recovery_seconds,
             notes=notes,

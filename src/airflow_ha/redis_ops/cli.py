@@ -156,31 +156,40 @@ class Cluster:
 
 def read_topology(cluster: Cluster, heal: bool = True):
     pods = cluster.pods()
+    by_name = {p.name: p for p in pods}
+    ips = {p.name: p.ip for p in pods}
     views = {p.name: parse_cluster_nodes(cluster.cluster_nodes(p)) for p in pods}
-    meets = stale_meets(views, {p.name: p.ip for p in pods}, cluster.port)
-    if meets:
-        by_name = {p.name: p for p in pods}
-        for m in meets:
-            log(("would send " if not heal else "") + m.describe())
-            if heal:
-                cluster.meet(by_name[m.from_pod], m.ip, m.port)
-        raise NotSettled(f"{len(meets)} peer address(es) were stale (every pod restarted with a new IP?)")
-    replicas = [p for p in pods if any(n.is_myself and n.master_id for n in views[p.name])]
-    repoints = stale_replication(
-        views, {p.name: p.ip for p in pods}, {p.name: cluster.master_host(p) for p in replicas}
+    meets = stale_meets(views, ips, cluster.port)
+    _send_repairs(
+        meets,
+        lambda m: cluster.meet(by_name[m.from_pod], m.ip, m.port),
+        heal,
+        f"{len(meets)} peer address(es) were stale (every pod restarted with a new IP?)",
     )
-    if repoints:
-        by_name = {p.name: p for p in pods}
-        for r in repoints:
-            log(("would send " if not heal else "") + r.describe())
-            if heal:
-                cluster.replicate(by_name[r.replica_pod], r.master_id)
-        raise NotSettled(f"{len(repoints)} replica(s) replicated from a stale address")
+    replicas = [p for p in pods if any(n.is_myself and n.master_id for n in views[p.name])]
+    repoints = stale_replication(views, ips, {p.name: cluster.master_host(p) for p in replicas})
+    _send_repairs(
+        repoints,
+        lambda r: cluster.replicate(by_name[r.replica_pod], r.master_id),
+        heal,
+        f"{len(repoints)} replica(s) replicated from a stale address",
+    )
     try:
         nodes = topology(views, {p.name: p.node for p in pods})
     except TopologyError as exc:
         raise NotSettled(str(exc)) from None
-    return {p.name: p for p in pods}, nodes
+    return by_name, nodes
+
+
+def _send_repairs(repairs: list, send, heal: bool, unsettled: str) -> None:
+    """Log (and with ``heal`` send) each repair; any repair means the topology is not settled yet."""
+    if not repairs:
+        return
+    for repair in repairs:
+        log(("" if heal else "would send ") + repair.describe())
+        if heal:
+            send(repair)
+    raise NotSettled(unsettled)
 
 
 def _settled_topology(cluster: Cluster, wait: float, interval: float, heal: bool = True):
