@@ -10,10 +10,12 @@ import argparse
 import importlib
 import sys
 
-# module path -> provides register(subparsers). Imported lazily so `airflow-ha --help` stays fast.
+# module path -> provides register(subparsers). Each imports its heavy dependencies inside its commands,
+# so `airflow-ha --help` stays fast.
 COMMAND_MODULES = (
     "airflow_ha.sensors.cli",
     "airflow_ha.broker.cli",
+    "airflow_ha.broker.probe",
     "airflow_ha.redis_ops.cli",
     "airflow_ha.mysql_ops.cli",
     "airflow_ha.worker_watch",
@@ -25,13 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airflow-ha", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module_path in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_path)
-        except ModuleNotFoundError as exc:
-            if not exc.name or not module_path.startswith(exc.name):
-                raise
-            continue  # that concern ships no commands yet
-        module.register(subparsers)
+        importlib.import_module(module_path).register(subparsers)
     return parser
 
 

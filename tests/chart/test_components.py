@@ -19,7 +19,7 @@ AIRFLOW_WORKLOADS = {
     ("Deployment", f"{R}-scheduler"): "scheduler",
     ("Deployment", f"{R}-dag-processor"): "dag-processor",
     ("Deployment", f"{R}-triggerer"): "triggerer",
-    ("Deployment", f"{R}-triggerer-default"): "triggerer",
+    ("Deployment", f"{R}-triggerer-default"): "triggerer-default",
     ("StatefulSet", f"{R}-worker"): "worker",
     ("Deployment", f"{R}-sensor-shard-0"): "sensor-shard",
     ("Deployment", f"{R}-sensor-shard-1"): "sensor-shard",
@@ -83,7 +83,7 @@ def test_airflow_workloads_and_commands(default):
         assert main["image"] == "airflow-ha/airflow:0.1.0"
         assert main["args"] == expected_args[name], name
         assert "command" not in main, f"{name}: the image's entrypoint must run (args only)"
-        assert obj["spec"]["template"]["metadata"]["labels"]["component"] == component or name.endswith("-default")
+        assert obj["spec"]["template"]["metadata"]["labels"]["component"] == component, name
 
 
 @pytest.mark.parametrize(

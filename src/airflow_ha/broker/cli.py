@@ -10,19 +10,9 @@ release really uses.
 
 from __future__ import annotations
 
-import os
 import sys
 
-
-def _broker_url_from_airflow() -> str | None:
-    url = os.environ.get("AIRFLOW__CELERY__BROKER_URL")
-    if url:
-        return url
-    try:
-        from airflow.configuration import conf
-    except Exception:
-        return None
-    return conf.get("celery", "broker_url", fallback=None)
+from airflow_ha.broker.configured_url import broker_url
 
 
 def check(url: str, timeout: float | None = None) -> str:
@@ -53,14 +43,6 @@ def options_in_effect() -> dict:
     url = app.conf.broker_url
     opts = BrokerOptions.merged(parse(url).options, app.conf.broker_transport_options)
     return {"broker": parse(url).as_uri(), "options": opts.as_dict()}
-
-
-def broker_url(explicit: str | None, prog: str) -> str | None:
-    """``--url``, else Airflow's [celery] broker_url; None (after saying so on stderr) when neither is set."""
-    url = explicit or _broker_url_from_airflow()
-    if not url:
-        print(f"{prog}: no broker URL: pass --url or set [celery] broker_url", file=sys.stderr)
-    return url
 
 
 def run(args) -> int:
@@ -94,7 +76,3 @@ def register(subparsers) -> None:
         help="print the transport options in effect for this Airflow's Celery app (JSON) and exit",
     )
     parser.set_defaults(func=run)
-
-    from airflow_ha.broker import probe
-
-    probe.register(subparsers)

@@ -134,7 +134,7 @@ def _options(pairs: list[str]) -> dict:
 
 
 def run(args) -> int:
-    from airflow_ha.broker.cli import broker_url
+    from airflow_ha.broker.configured_url import broker_url
 
     url = broker_url(args.url, "broker-probe")
     if not url:
