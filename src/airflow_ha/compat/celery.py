@@ -71,6 +71,9 @@ def _decode_db_rows(utils) -> None:
     fetcher._get_many_from_db_backend = _get_many_from_db_backend
 
 
-def install() -> None:
+def install_retry() -> None:
     when_imported("celery.backends.database", _add_retry)
+
+
+def install_result_decoding() -> None:
     when_imported("airflow.providers.celery.executors.celery_executor_utils", _decode_db_rows)

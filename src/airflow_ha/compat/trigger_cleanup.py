@@ -67,5 +67,4 @@ def _patch(module: ModuleType) -> None:
             )
 
     setattr(clean_unused, _MARK, True)
-    clean_unused.airflows = airflows  # Airflow's own, for the test that shows the loss
     trigger_cls.clean_unused = classmethod(clean_unused)
