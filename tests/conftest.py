@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from airflow_ha.local.debian_root import RootUnavailable
-from airflow_ha.local.mysql import MySQL
-from airflow_ha.local.process import ServerStartError
-from airflow_ha.local.redis_cluster import RedisCluster, redis_bin_dir
+from tests.harness.local.debian_root import RootUnavailable
+from tests.harness.local.mysql import MySQL
+from tests.harness.local.process import ServerStartError
+from tests.harness.local.redis_cluster import RedisCluster, redis_bin_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"

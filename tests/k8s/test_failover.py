@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_ha.failover import nodes, scenarios
-from airflow_ha.failover.kubernetes import KubernetesBackend
-from airflow_ha.failover.report import markdown_table, write_results
+from tests.harness.failover import nodes, scenarios
+from tests.harness.failover.kubernetes import KubernetesBackend
+from tests.harness.failover.report import markdown_table, write_results
 from tests.k8s.conftest import KUBECTL, REPO_ROOT, admin_password
 
 RESULTS: list = []

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from airflow_ha.failover.api import AirflowAPI, AirflowAPIError
+from tests.harness.failover.api import AirflowAPI, AirflowAPIError
 
 
 class Server:

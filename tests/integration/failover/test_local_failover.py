@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_ha.failover import scenarios
-from airflow_ha.failover.local import LocalBackend
-from airflow_ha.failover.report import markdown_table, write_results
+from tests.harness.failover import scenarios
+from tests.harness.failover.local import LocalBackend
+from tests.harness.failover.report import markdown_table, write_results
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from airflow_ha.failover.backend import fetch_all
-from airflow_ha.local.process import free_port, stop_process, wait_until
+from tests.harness.failover.backend import fetch_all
+from tests.harness.local.process import free_port, stop_process, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 HELM = REPO_ROOT / ".tools" / "bin" / "helm"

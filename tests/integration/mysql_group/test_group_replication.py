@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from airflow_ha.local.debian_root import RootUnavailable
-from airflow_ha.local.mysql_group import MySQLGroup
-from airflow_ha.local.process import ServerStartError, wait_until
 from tests.conftest import _unavailable, airflow_env
+from tests.harness.local.debian_root import RootUnavailable
+from tests.harness.local.mysql_group import MySQLGroup
+from tests.harness.local.process import ServerStartError, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_ha.failover.scenarios import wait_for
-from airflow_ha.local.airflow import sensor_shard_name
 from airflow_ha.sensors.status import StatusStore, client_for_url
+from tests.harness.failover.scenarios import wait_for
+from tests.harness.local.airflow import sensor_shard_name
 from tests.integration.sensors.topology import sensor_topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from airflow_ha.failover.local import LocalBackend
-from airflow_ha.failover.scenarios import wait_for
+from tests.harness.failover.local import LocalBackend
+from tests.harness.failover.scenarios import wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 DAGS = Path(__file__).parent / "dags"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_ha.local import debian_root
-from airflow_ha.local.debian_root import DebianRoot, RootUnavailable
+from tests.harness.local import debian_root
+from tests.harness.local.debian_root import DebianRoot, RootUnavailable
 
 STATUS = """Package: redis-server
 Status: install ok installed

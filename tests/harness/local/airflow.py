@@ -20,10 +20,11 @@ from base64 import urlsafe_b64encode
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airflow_ha.local.hostname import ENV_INSTANCE
-from airflow_ha.local.process import free_port, kill_process, log_tail, stop_process
 from airflow_ha.settings import ENV_SENSOR_SHARDS, ENV_SHARD_ORDINAL
+from tests.harness.local.hostname import ENV_INSTANCE
+from tests.harness.local.process import free_port, kill_process, log_tail, stop_process
 
+REPO_ROOT = Path(__file__).resolve().parents[3]
 AIRFLOW = [sys.executable, "-m", "airflow"]
 AIRFLOW_HA = [sys.executable, "-m", "airflow_ha.cli"]
 
@@ -114,13 +115,15 @@ class LocalAirflow:
         passwords_file = self.home / "simple_auth_manager_passwords.json"
         result_backend = "db+" + self.sql_alchemy_conn.replace("mysql+mysqldb://", "mysql://", 1)
         env = dict(os.environ)
+        # the harness is not installed: Airflow imports its hostname_callable from the checkout
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
         env.update(
             {
                 "AIRFLOW_HOME": str(self.home),
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "airflow_ha.local.hostname.instance_name",
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.harness.local.hostname.instance_name",
                 "AIRFLOW__CORE__FERNET_KEY": self._secret("fernet", lambda: urlsafe_b64encode(os.urandom(32)).decode()),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",

@@ -1,5 +1,5 @@
 """A real MySQL Group Replication group on 127.0.0.1: N mysqld 9.7 (the Debian unstable root of
-:mod:`airflow_ha.local.mysql`), one ``airflow-ha mysql-agent`` process per member and a real HAProxy
+:mod:`tests.harness.local.mysql`), one ``airflow-ha mysql-agent`` process per member and a real HAProxy
 (the host's Debian ``haproxy``) in front, configured like the chart's (``option httpchk GET /primary``
 against each agent, ``on-marked-down shutdown-sessions``).
 
@@ -24,9 +24,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airflow_ha.failover.backend import fetch_all
-from airflow_ha.local.mysql import MySQL
-from airflow_ha.local.process import ServerStartError, free_port, log_tail, stop_process, wait_until
+from tests.harness.failover.backend import fetch_all
+from tests.harness.local.mysql import MySQL
+from tests.harness.local.process import ServerStartError, free_port, log_tail, stop_process, wait_until
 
 HAPROXY_CONFIG = """\
 global

@@ -21,9 +21,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import MySQLdb
 
 from airflow_ha.broker.keys import queue_slot
-from airflow_ha.failover.api import AirflowAPI
-from airflow_ha.failover.backend import fetch_all
-from airflow_ha.failover.scenarios import PROBE_QUEUES, wait_for
 from airflow_ha.redis_ops.cluster_nodes import (
     MASTER,
     REPLICA,
@@ -32,6 +29,9 @@ from airflow_ha.redis_ops.cluster_nodes import (
     parse_cluster_nodes,
     slot_owner,
 )
+from tests.harness.failover.api import AirflowAPI
+from tests.harness.failover.backend import fetch_all
+from tests.harness.failover.scenarios import PROBE_QUEUES, wait_for
 
 # Scenario component names -> the chart's `component` label.
 COMPONENT_LABELS = {"database": "mysql"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from airflow_ha.failover.api import AirflowAPI
+from tests.harness.failover.api import AirflowAPI
 
 
 class Backend(Protocol):

@@ -1,4 +1,4 @@
-"""The failover scenarios, each written once against :class:`~airflow_ha.failover.backend.Backend`.
+"""The failover scenarios, each written once against :class:`~tests.harness.failover.backend.Backend`.
 
 Every scenario starts a workload of ``ha_probe`` DAG runs (dags/ha_probe.py: short Celery tasks on
 six queues, each execution recorded in ``ha_probe_execution``), breaks one thing while it runs,
@@ -14,8 +14,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from airflow_ha.failover.backend import Backend
-from airflow_ha.failover.report import ScenarioResult
+from tests.harness.failover.backend import Backend
+from tests.harness.failover.report import ScenarioResult
 
 PROBE_DAG = "ha_probe"
 SENSOR_PROBE_DAG = "ha_sensor_probe"  # dags/ha_sensor_probe.py: smart sensors released by a Variable

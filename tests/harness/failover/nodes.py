@@ -31,12 +31,12 @@ from typing import Protocol
 
 from airflow_ha.broker.keys import queue_slot
 from airflow_ha.broker.probe import PROBE_QUEUE_PREFIX, parse_output
-from airflow_ha.failover import scenarios
-from airflow_ha.failover.kubernetes import KubernetesBackend
-from airflow_ha.failover.report import ScenarioResult
-from airflow_ha.failover.scenarios import ScenarioError, Workload, wait_for
 from airflow_ha.redis_ops.cluster_nodes import TOTAL_SLOTS, parse_cluster_nodes
 from airflow_ha.redis_ops.placement import colocated_pairs, crowded_nodes, topology
+from tests.harness.failover import scenarios
+from tests.harness.failover.kubernetes import KubernetesBackend
+from tests.harness.failover.report import ScenarioResult
+from tests.harness.failover.scenarios import ScenarioError, Workload, wait_for
 
 
 class NodeControl(Protocol):

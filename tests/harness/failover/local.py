@@ -18,12 +18,12 @@ import MySQLdb
 from sqlalchemy.engine import make_url
 
 from airflow_ha.broker.keys import queue_slot
-from airflow_ha.failover.api import AirflowAPI
-from airflow_ha.failover.backend import fetch_all
-from airflow_ha.failover.scenarios import PROBE_DAG, PROBE_QUEUES, wait_for
-from airflow_ha.local.airflow import Component, LocalAirflow
-from airflow_ha.local.mysql import MySQL
-from airflow_ha.local.redis_cluster import RedisCluster
+from tests.harness.failover.api import AirflowAPI
+from tests.harness.failover.backend import fetch_all
+from tests.harness.failover.scenarios import PROBE_DAG, PROBE_QUEUES, wait_for
+from tests.harness.local.airflow import Component, LocalAirflow
+from tests.harness.local.mysql import MySQL
+from tests.harness.local.redis_cluster import RedisCluster
 
 RESTART_DELAY = 3.0  # about what a replacement pod takes to be scheduled and started
 AIRFLOW_KINDS = ("api-server", "scheduler", "dag-processor", "triggerer", "worker", "sensor-shard")
