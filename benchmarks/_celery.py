@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-from tests.harness.local.process import free_port, wait_until
+from tests.harness.local.process import free_port
 from tests.harness.local.redis_cluster import RedisCluster, RedisNode, redis_bin_dir
+from tests.harness.waiting import wait_until
 
 # The worker-side app module: the config comes from the product (ours) or from Airflow (stock), nothing
 # broker-related is set here. A task records its id when it starts, one line appended to a file per

@@ -6,7 +6,7 @@ import pytest
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from tests.harness.local.process import wait_until
+from tests.harness.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -31,7 +31,8 @@ from airflow_ha.redis_ops.cluster_nodes import (
 )
 from tests.harness.failover.api import AirflowAPI
 from tests.harness.failover.backend import fetch_all
-from tests.harness.failover.scenarios import PROBE_QUEUES, wait_for
+from tests.harness.failover.scenarios import PROBE_QUEUES
+from tests.harness.waiting import wait_until
 
 # Scenario component names -> the chart's `component` label.
 COMPONENT_LABELS = {"database": "mysql"}
@@ -230,8 +231,8 @@ class KubernetesBackend:
         return True
 
     def recover(self) -> None:
-        wait_for(self._all_ready, 600, "every Deployment and StatefulSet of the release Ready", interval=3)
-        wait_for(self._redis_redundant, 300, "every Redis master with a connected replica again", interval=3)
+        wait_until(self._all_ready, 600, "every Deployment and StatefulSet of the release Ready", interval=3)
+        wait_until(self._redis_redundant, 300, "every Redis master with a connected replica again", interval=3)
 
     def _redis_redundant(self) -> bool:
         """Every node connected and every master with a replica: a returned pod has rejoined."""
@@ -250,7 +251,7 @@ class KubernetesBackend:
             except Exception:
                 return False
 
-        wait_for(healthy, timeout, "every Airflow component healthy", interval=2)
+        wait_until(healthy, timeout, "every Airflow component healthy", interval=2)
 
     def _db_connect(self, attempts: int = 30):
         """A connection through the forward; a forward to a deleted pod is replaced until one answers."""
@@ -331,7 +332,7 @@ class KubernetesBackend:
             # The killed pod counts only once it is back and Ready (it rejoined with a new IP).
             return name if name != killed or killed in self.instances("redis") else None
 
-        return wait_for(serving, timeout, f"the slots of {killed} served again", interval=1)
+        return wait_until(serving, timeout, f"the slots of {killed} served again", interval=1)
 
     def restart_database(self) -> None:
         """The single database pod, or the group's primary, restarted (graceful: a restart, not a crash)."""
@@ -342,8 +343,8 @@ class KubernetesBackend:
         for pod in pods:
             self.core.delete_namespaced_pod(pod.metadata.name, self.namespace)
         time.sleep(5)
-        wait_for(lambda: self.instances("database"), 600, "the database pod Ready again", interval=3)
-        wait_for(self.database_redundant, 600, "every database member back and in sync", interval=3)
+        wait_until(lambda: self.instances("database"), 600, "the database pod Ready again", interval=3)
+        wait_until(self.database_redundant, 600, "every database member back and in sync", interval=3)
 
     def mysql_root(self, statement: str) -> list[list[str]]:
         """``statement`` as MySQL's root in a Ready member on a node not being lost (group administration and

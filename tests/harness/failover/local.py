@@ -20,10 +20,11 @@ from sqlalchemy.engine import make_url
 from airflow_ha.broker.keys import queue_slot
 from tests.harness.failover.api import AirflowAPI
 from tests.harness.failover.backend import fetch_all
-from tests.harness.failover.scenarios import PROBE_DAG, PROBE_QUEUES, wait_for
+from tests.harness.failover.scenarios import PROBE_DAG, PROBE_QUEUES
 from tests.harness.local.airflow import Component, LocalAirflow
 from tests.harness.local.mysql import MySQL
 from tests.harness.local.redis_cluster import RedisCluster
+from tests.harness.waiting import wait_until
 
 RESTART_DELAY = 3.0  # about what a replacement pod takes to be scheduled and started
 AIRFLOW_KINDS = ("api-server", "scheduler", "dag-processor", "triggerer", "worker", "sensor-shard")
@@ -100,7 +101,7 @@ class LocalBackend:
         self._supervisor = threading.Thread(target=self._supervise, name="local-supervisor", daemon=True)
         self._supervisor.start()
         self.wait_healthy(timeout)
-        wait_for(lambda: PROBE_DAG in self.api.dag_ids(), timeout, f"the {PROBE_DAG} DAG to be parsed", interval=1)
+        wait_until(lambda: PROBE_DAG in self.api.dag_ids(), timeout, f"the {PROBE_DAG} DAG to be parsed", interval=1)
         self.api.unpause(PROBE_DAG)
 
     def down(self) -> None:
@@ -158,7 +159,7 @@ class LocalBackend:
         if not self.db.running:
             self.db.restart()
         self.redis.wait_healthy()
-        wait_for(lambda: all(c.running for c in self.airflow.components), 60, "every Airflow process running")
+        wait_until(lambda: all(c.running for c in self.airflow.components), 60, "every Airflow process running")
 
     def wait_healthy(self, timeout: float) -> None:
         def healthy() -> bool:
@@ -168,7 +169,7 @@ class LocalBackend:
                 return False
             return all(part.get("status") == "healthy" for part in health.values())
 
-        wait_for(healthy, timeout, "every Airflow component healthy", interval=1)
+        wait_until(healthy, timeout, "every Airflow component healthy", interval=1)
 
     def sql(self, query: str, params: tuple = ()) -> list[tuple]:
         url = make_url(self.db.sqlalchemy_url)
@@ -191,7 +192,7 @@ class LocalBackend:
                 return None
             return node if node.running and f"redis-{node.port}" != killed else None
 
-        node = wait_for(promoted, timeout, f"a replica of {killed} to be promoted")
+        node = wait_until(promoted, timeout, f"a replica of {killed} to be promoted")
         return f"redis-{node.port}"
 
     def restart_database(self) -> None:
@@ -208,4 +209,4 @@ class LocalBackend:
             finally:
                 self._paused.discard(component.name)
             if component.kind == "api-server":
-                wait_for(self.api.is_up, 120, "the api-server to answer again", interval=1)
+                wait_until(self.api.is_up, 120, "the api-server to answer again", interval=1)

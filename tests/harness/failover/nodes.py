@@ -36,7 +36,8 @@ from airflow_ha.redis_ops.placement import colocated_pairs, crowded_nodes, topol
 from tests.harness.failover import scenarios
 from tests.harness.failover.kubernetes import KubernetesBackend
 from tests.harness.failover.report import ScenarioResult
-from tests.harness.failover.scenarios import ScenarioError, Workload, wait_for
+from tests.harness.failover.scenarios import ScenarioError, Workload
+from tests.harness.waiting import WaitTimeout, wait_until
 
 
 class NodeControl(Protocol):
@@ -177,7 +178,7 @@ class ClusterView:
         if not replicas:
             raise ScenarioError(f"no Redis pod runs on {node}")
         self.redis_cli(replicas[0], "cluster", "failover")
-        wait_for(lambda: self.masters_on(node), 60, f"{replicas[0]} to become master (CLUSTER FAILOVER)", interval=1)
+        wait_until(lambda: self.masters_on(node), 60, f"{replicas[0]} to become master (CLUSTER FAILOVER)", interval=1)
         return self.pod_name(self.masters_on(node)[0])
 
     def slots_served(self, avoid: str) -> tuple[bool, int]:
@@ -255,8 +256,8 @@ def _bring_back(backend: KubernetesBackend, nodes: NodeControl, target: str) -> 
                 return False
 
         try:
-            wait_for(ready, 300, f"node {target} Ready", interval=2)
-        except ScenarioError:
+            wait_until(ready, 300, f"node {target} Ready", interval=2)
+        except WaitTimeout:
             raise exc from None
         print(f"[nodes] {target} Ready (the node tool had given up: {str(exc)[-200:]})", flush=True)
 
@@ -276,10 +277,10 @@ def node_lost(
     view = ClusterView(backend)
     # From a settled release: a scenario before this one may have ended mid-failure (a node just back).
     backend.recover()
-    wait_for(backend.database_redundant, 600, "every database member ONLINE", interval=5)
+    wait_until(backend.database_redundant, 600, "every database member ONLINE", interval=5)
     backend.wait_healthy(300)
     # Earlier failovers may have gathered masters on one node; the reconciler CronJob spreads them again.
-    wait_for(view.placement_ok, 300, "masters spread and no master beside its replica", interval=5)
+    wait_until(view.placement_ok, 300, "masters spread and no master beside its replica", interval=5)
     target = target or _pick_node(view)
     master = view.ensure_master_on(target)
     on_node = sorted(p.metadata.name for p in view.pods() if p.spec.node_name == target and p.status.phase == "Running")
@@ -295,8 +296,8 @@ def node_lost(
     backend.api.unpause(scenarios.SENSOR_PROBE_DAG)
     sensors.trigger(2)
     workload.trigger(3)
-    wait_for(lambda: workload.succeeded() > 0, 180, "probe tasks to flow")
-    wait_for(
+    wait_until(lambda: workload.succeeded() > 0, 180, "probe tasks to flow")
+    wait_until(
         lambda: sum(1 for row in sensors.work_instances() if row[3] == "deferred") == sensors.tasks_expected,
         300,
         "every probe sensor deferred",
@@ -325,16 +326,16 @@ def node_lost(
             fewest[0] = min(fewest[0], slots)
             return ok and slots == TOTAL_SLOTS
 
-        wait_for(served, 180, f"every slot served by masters off {target}", interval=1)
+        wait_until(served, 180, f"every slot served by masters off {target}", interval=1)
         redis_back = time.monotonic() - started
         after = workload.trigger(2)
 
         def started_run() -> bool:  # the scheduler queued a new run's task (it may wait behind the backlog)
             return any(row[3] in ("queued", "running", "success") for row in workload.work_instances(after))
 
-        wait_for(started_run, 600, "a run triggered after the node loss to start (a task queued)")
+        wait_until(started_run, 600, "a run triggered after the node loss to start (a task queued)")
         flowing = time.monotonic() - started
-        wait_for(lambda: workload.succeeded(after) > 0, 600, "a run triggered after the node loss to run a task")
+        wait_until(lambda: workload.succeeded(after) > 0, 600, "a run triggered after the node loss to run a task")
         ran = time.monotonic() - started
         time.sleep(max(0.0, down_seconds - (time.monotonic() - started)))
         down_for = time.monotonic() - started
@@ -349,8 +350,8 @@ def node_lost(
     sensor_states = backend.api.wait_for_runs([(sensors.dag_id, r) for r in sensors.runs], scenarios.RUN_TIMEOUT)
     returned = time.monotonic()
     backend.recover()
-    wait_for(view.placement_ok, 300, "full Redis redundancy with no master beside its replica", interval=5)
-    wait_for(backend.database_redundant, 600, "every database member back and in sync", interval=5)
+    wait_until(view.placement_ok, 300, "full Redis redundancy with no master beside its replica", interval=5)
+    wait_until(backend.database_redundant, 600, "every database member back and in sync", interval=5)
     backend.wait_healthy(300)
     backend.avoid_nodes = set()
     redundant = time.monotonic() - returned
@@ -469,7 +470,7 @@ def split_brain(
     label = f"split-brain-wait-{policy}" if policy else "split-brain-no-wait"
     view = ClusterView(backend)
     backend.recover()
-    wait_for(view.placement_ok, 300, "full Redis redundancy with correct placement", interval=5)
+    wait_until(view.placement_ok, 300, "full Redis redundancy with correct placement", interval=5)
     target = _pick_node(view, need_partition=nodes)
     master = view.ensure_master_on(target)
     queue = _queue_on(view, master)
@@ -502,7 +503,7 @@ def split_brain(
                 pods.phase(p) == "Running" for p in (inside, outside)
             )
 
-        wait_for(publishing, 180, "both probe publishers acknowledged", interval=1)
+        wait_until(publishing, 180, "both probe publishers acknowledged", interval=1)
         if workload is not None:
             backend.avoid_nodes = {target}  # the API and DB forwards go to pods off the node being cut
             backend.reconnect()
@@ -520,7 +521,7 @@ def split_brain(
         healed = time.monotonic()
         if workload is not None:
             workload.trigger(2)
-        wait_for(
+        wait_until(
             lambda: all(pods.phase(p) in ("Succeeded", "Failed") for p in (inside, outside)),
             publish_seconds + 300,
             "the publishers to finish",
@@ -538,7 +539,7 @@ def split_brain(
             other,
             ["airflow-ha", "broker-probe", "drain", "--queue", queue, "--idle", "5"],
         )
-        wait_for(lambda: pods.phase(drainer) in ("Succeeded", "Failed"), 600, "the drain to finish", interval=3)
+        wait_until(lambda: pods.phase(drainer) in ("Succeeded", "Failed"), 600, "the drain to finish", interval=3)
         received = json.loads(pods.logs(drainer).strip().splitlines()[-1])["received"]
     finally:
         backend.avoid_nodes = set()
@@ -624,7 +625,7 @@ def drain(backend: KubernetesBackend, timeout_seconds: float = 240.0) -> Scenari
     target = _pick_node(view)
     workload = Workload(backend, "drain", seconds=3.0)
     workload.trigger(3)
-    wait_for(lambda: workload.succeeded() > 0, 180, "probe tasks to flow")
+    wait_until(lambda: workload.succeeded() > 0, 180, "probe tasks to flow")
     backend.avoid_nodes = {target}
     backend.reconnect()
     on_node = sorted(p.metadata.name for p in view.pods() if p.spec.node_name == target)
@@ -670,14 +671,14 @@ def database_partition(backend: KubernetesBackend, nodes: NodeControl, cut_secon
         raise ScenarioError("the release's database is a single pod (mysql.mode: single): nothing to fail over to")
     view = ClusterView(backend)
     backend.recover()
-    wait_for(backend.database_redundant, 600, "every database member ONLINE", interval=5)
+    wait_until(backend.database_redundant, 600, "every database member ONLINE", interval=5)
     members = backend.group_members()
     node_of = {p.metadata.name: p.spec.node_name for p in view.pods("database")}
     primary = backend.database_primary()
     if not nodes.can_partition(node_of[primary]):  # hand the primary to a member whose node can be cut
         member_id, pod = next((i, pod) for i, pod, _state, _role in members if nodes.can_partition(node_of[pod]))
         backend.mysql_root(f"SELECT group_replication_set_as_primary('{member_id}')")
-        wait_for(lambda: backend.database_primary() == pod, 120, f"{pod} to become the primary", interval=2)
+        wait_until(lambda: backend.database_primary() == pod, 120, f"{pod} to become the primary", interval=2)
         primary = pod
     target = node_of[primary]
     backend.avoid_nodes = {target}
@@ -693,7 +694,7 @@ def database_partition(backend: KubernetesBackend, nodes: NodeControl, cut_secon
                 return False
             raise
 
-    wait_for(created, 60, "a write through the proxy after the switchover", interval=1)
+    wait_until(created, 60, "a write through the proxy after the switchover", interval=1)
     committed: list[int] = []
     errors: list[str] = []
     stop = threading.Event()
@@ -720,12 +721,12 @@ def database_partition(backend: KubernetesBackend, nodes: NodeControl, cut_secon
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: len(committed) >= 20, 120, "rows committed through the proxy", interval=1)
+        wait_until(lambda: len(committed) >= 20, 120, "rows committed through the proxy", interval=1)
         before = len(committed)
         cut_at = time.monotonic()
         nodes.partition(target)
         try:
-            wait_for(
+            wait_until(
                 lambda: len(committed) > before + 20, cut_seconds + 120, "rows committed on the new primary", interval=1
             )
             writable_after = time.monotonic() - cut_at
@@ -735,7 +736,7 @@ def database_partition(backend: KubernetesBackend, nodes: NodeControl, cut_secon
         stop.set()
         thread.join(30)
         healed = time.monotonic()
-        wait_for(backend.database_redundant, 600, "the cut-off member back ONLINE in the group", interval=5)
+        wait_until(backend.database_redundant, 600, "the cut-off member back ONLINE in the group", interval=5)
         rejoined = time.monotonic() - healed
         present = {int(r[0]) for r in backend.sql(f"SELECT id FROM {table}")}
         new_primary = backend.database_primary()

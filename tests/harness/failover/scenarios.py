@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from tests.harness.failover.backend import Backend
 from tests.harness.failover.report import ScenarioResult
+from tests.harness.waiting import wait_until
 
 PROBE_DAG = "ha_probe"
 SENSOR_PROBE_DAG = "ha_sensor_probe"  # dags/ha_sensor_probe.py: smart sensors released by a Variable
@@ -29,17 +30,6 @@ RUN_TIMEOUT = 600.0
 
 class ScenarioError(AssertionError):
     pass
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise ScenarioError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass
@@ -152,12 +142,12 @@ def _finish(workload: Workload, recovery: float | None, notes: list[str]) -> Sce
 def _flowing(workload: Workload, runs: int) -> Workload:
     """Trigger ``runs`` runs and return once their tasks are flowing (one has succeeded)."""
     workload.trigger(runs)
-    wait_for(lambda: workload.succeeded() > 0, 180, "tasks to flow")
+    wait_until(lambda: workload.succeeded() > 0, 180, "tasks to flow")
     return workload
 
 
 def _first_success_after(workload: Workload, runs: list[str], started: float, timeout: float = 300) -> float:
-    wait_for(lambda: workload.succeeded(runs) > 0, timeout, f"a task of {runs} to succeed")
+    wait_until(lambda: workload.succeeded(runs) > 0, timeout, f"a task of {runs} to succeed")
     return time.monotonic() - started
 
 
@@ -166,7 +156,7 @@ def scheduler_killed(backend: Backend) -> ScenarioResult:
     """kill -9 the scheduler that queued the latest task; time until the other one schedules."""
     workload = Workload(backend, "scheduler-killed", seconds=1.0)
     workload.trigger(3)
-    queued_by = wait_for(
+    queued_by = wait_until(
         lambda: [row[6] for row in workload.work_instances() if row[6] is not None], 180, "a queued task"
     )
     job_id = queued_by[-1]
@@ -174,7 +164,7 @@ def scheduler_killed(backend: Backend) -> ScenarioResult:
     started = time.monotonic()
     backend.kill("scheduler", instance)
     after_kill = workload.trigger(1)
-    other_jobs = wait_for(lambda: workload.queued_by(after_kill), 300, "a scheduler to queue the new run's tasks")
+    other_jobs = wait_until(lambda: workload.queued_by(after_kill), 300, "a scheduler to queue the new run's tasks")
     recovery = time.monotonic() - started
     if job_id in other_jobs:
         raise ScenarioError(f"the killed scheduler's job {job_id} still queued tasks")
@@ -185,7 +175,7 @@ def scheduler_killed(backend: Backend) -> ScenarioResult:
         return [row for row in workload.work_instances() if row[6] == job_id and row[3] in ("queued", "scheduled")]
 
     left = stranded()
-    wait_for(lambda: not stranded(), 600, f"another scheduler to take over {len(left)} task(s) of job {job_id}")
+    wait_until(lambda: not stranded(), 600, f"another scheduler to take over {len(left)} task(s) of job {job_id}")
     notes = [
         f"killed {instance} (job {job_id}); the next run was queued by job(s) {sorted(other_jobs)} after "
         f"{recovery:.1f}s; {len(left)} task(s) it had queued but not sent were taken over after "
@@ -197,7 +187,7 @@ def scheduler_killed(backend: Backend) -> ScenarioResult:
 def _running_on_a_worker(workload: Workload) -> tuple[str, list[tuple]]:
     """Trigger a run; return a worker running some of its tasks and those tasks' (run, task, map index)."""
     workload.trigger(1)
-    running = wait_for(
+    running = wait_until(
         lambda: [row for row in workload.work_instances() if row[3] == "running" and row[5]], 180, "a running task"
     )
     instance = running[0][5]
@@ -219,9 +209,9 @@ def worker_killed(backend: Backend) -> ScenarioResult:
         states = {row[:3]: row[3] for row in workload.work_instances()}
         return all(states.get(key) == "success" for key in victims)
 
-    wait_for(victims_released, RUN_TIMEOUT, f"the task(s) that ran on {instance} to be failed for a retry")
+    wait_until(victims_released, RUN_TIMEOUT, f"the task(s) that ran on {instance} to be failed for a retry")
     released = time.monotonic() - started
-    wait_for(victims_done, RUN_TIMEOUT, f"the {len(victims)} task(s) that ran on {instance} to succeed again")
+    wait_until(victims_done, RUN_TIMEOUT, f"the {len(victims)} task(s) that ran on {instance} to succeed again")
     recovery = time.monotonic() - started
     notes = [
         f"killed {instance} while it ran {len(victims)} task(s); they were failed for a retry after {released:.1f}s "
@@ -274,7 +264,7 @@ def database_restarted(backend: Backend) -> ScenarioResult:
     workload = _flowing(Workload(backend, "database-restarted", seconds=2.0), runs=2)
     started = time.monotonic()
     backend.restart_database()
-    wait_for(backend.api.is_up, 300, "the api-server to reach the database again", interval=1)
+    wait_until(backend.api.is_up, 300, "the api-server to reach the database again", interval=1)
     after_restart = workload.trigger(1)
     recovery = _first_success_after(workload, after_restart, started)
     return _finish(workload, recovery, ["database stopped and started again on the same data"])
@@ -332,7 +322,7 @@ def sensor_shard_killed(backend: Backend) -> ScenarioResult:
         )[0]
         return unheld == 0
 
-    wait_for(all_held, RUN_TIMEOUT, f"all {workload.tasks_expected} sensors deferred and held by a shard", interval=2)
+    wait_until(all_held, RUN_TIMEOUT, f"all {workload.tasks_expected} sensors deferred and held by a shard", interval=2)
     before = holders()
     held = backend.sql(
         "SELECT t.triggerer_id, COUNT(*) FROM task_instance ti JOIN `trigger` t ON ti.trigger_id = t.id"
@@ -345,7 +335,7 @@ def sensor_shard_killed(backend: Backend) -> ScenarioResult:
     backend.kill("sensor-shard", instance)
     # Its triggers are taken over only by a triggerer on the same queues (its group's other triggerer, or
     # its own replacement) once the dead job's heartbeat is older than triggerer_health_check_threshold.
-    wait_for(lambda: all_held() and int(killed_job) not in holders(), RUN_TIMEOUT, f"{instance}'s sensors taken over")
+    wait_until(lambda: all_held() and int(killed_job) not in holders(), RUN_TIMEOUT, f"{instance}'s sensors taken over")
     takeover = time.monotonic() - started
     for run_id in workload.runs:
         backend.api.set_variable(f"{SENSOR_RELEASE_PREFIX}/{run_id}", "go")

@@ -16,14 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.harness.local.debian_root import DebianRoot, server_root
-from tests.harness.local.process import (
-    ServerStartError,
-    free_port,
-    kill_process,
-    log_tail,
-    stop_process,
-    wait_until,
-)
+from tests.harness.local.process import ServerStartError, free_port, kill_process, log_tail, stop_process
+from tests.harness.waiting import wait_until
 
 MYSQL_PACKAGES = ("mysql-server-core", "mysql-client-core")
 # The chart's server args (values.yaml mysql.args) use the same character set and collation.

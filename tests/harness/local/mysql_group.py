@@ -26,7 +26,8 @@ from pathlib import Path
 
 from tests.harness.failover.backend import fetch_all
 from tests.harness.local.mysql import MySQL
-from tests.harness.local.process import ServerStartError, free_port, log_tail, stop_process, wait_until
+from tests.harness.local.process import ServerStartError, free_port, log_tail, stop_process
+from tests.harness.waiting import wait_until
 
 HAPROXY_CONFIG = """\
 global

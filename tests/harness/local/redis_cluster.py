@@ -19,14 +19,8 @@ from pathlib import Path
 import redis
 
 from tests.harness.local.debian_root import server_root
-from tests.harness.local.process import (
-    ServerStartError,
-    free_port,
-    kill_process,
-    log_tail,
-    stop_process,
-    wait_until,
-)
+from tests.harness.local.process import ServerStartError, free_port, kill_process, log_tail, stop_process
+from tests.harness.waiting import wait_until
 
 CLUSTER_BUS_OFFSET = 10000
 REDIS_PACKAGES = ("redis-server", "redis-tools")

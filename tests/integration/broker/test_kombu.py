@@ -182,7 +182,7 @@ def test_plain_redis_server_is_named(redis_cluster, tmp_path):
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)  # fmt: skip
     try:
-        from tests.harness.local.process import wait_until
+        from tests.harness.waiting import wait_until
 
         wait_until(lambda: _pings(port), 10, "plain redis-server")
         exc = _no_hang(lambda: Connection(f"rediscluster://127.0.0.1:{port}").connect())
@@ -203,8 +203,8 @@ def _pings(port):
 
 def test_uncovered_slots_are_named_and_retried(tmp_path):
     """Slots without an owner may be a cluster being created or repaired: retried, with the state named."""
-    from tests.harness.local.process import wait_until
     from tests.harness.local.redis_cluster import RedisCluster
+    from tests.harness.waiting import wait_until
 
     cluster = RedisCluster(base_dir=tmp_path / "gap", password=secrets.token_hex(8), replicas_per_master=0)
     try:
@@ -254,8 +254,8 @@ def test_cluster_failing_with_every_slot_owned_is_retried_not_fatal(tmp_path):
     import signal
 
     from airflow_ha.broker.errors import BrokerUnavailable
-    from tests.harness.local.process import wait_until
     from tests.harness.local.redis_cluster import RedisCluster
+    from tests.harness.waiting import wait_until
 
     cluster = RedisCluster(base_dir=tmp_path / "down", password=secrets.token_hex(8), replicas_per_master=0)
     try:

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from airflow_ha.sensors.status import StatusStore, client_for_url
-from tests.harness.failover.scenarios import wait_for
 from tests.harness.local.airflow import sensor_shard_name
+from tests.harness.waiting import wait_until
 from tests.integration.sensors.topology import sensor_topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -79,12 +79,12 @@ def test_a_group_keeps_poking_when_one_of_its_triggerers_is_killed(group):
     backend, markers = group
     run_id = f"group-{int(time.time())}"
     backend.api.trigger(DAG_ID, run_id)
-    wait_for(lambda: _deferred(backend, run_id) == SENSORS, 600, f"{SENSORS} sensors deferred and held", interval=2)
+    wait_until(lambda: _deferred(backend, run_id) == SENSORS, 600, f"{SENSORS} sensors deferred and held", interval=2)
     store = StatusStore(client_for_url(backend.redis.url()))
     listing = backend.api.request("GET", "/airflow-ha/sensors.json").json()
     assert len(listing) == TARGETS and all(len(g["waiters"]) == WAITERS for g in listing), listing
     codes = [g["hashcode"] for g in listing]
-    wait_for(lambda: len(store.read(codes)) == TARGETS, 60, "a status record for every target")
+    wait_until(lambda: len(store.read(codes)) == TARGETS, 60, "a status record for every target")
 
     # 1. Both triggerers alive: pokes per interval per distinct target (1 when one process holds all of
     #    a target's waiters, 2 when they are split over both).
@@ -122,7 +122,7 @@ def test_a_group_keeps_poking_when_one_of_its_triggerers_is_killed(group):
             for r in records.values()
         )
 
-    wait_for(taken_over, 180, f"{survivor} holding and poking all {SENSORS} sensors", interval=0.5)
+    wait_until(taken_over, 180, f"{survivor} holding and poking all {SENSORS} sensors", interval=0.5)
     takeover = time.time() - killed_at
     print(
         f"takeover: {takeover:.1f} s from SIGKILL of {killed} until {survivor} poked every target for all "

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from airflow_ha.sensors.status import StatusStore, client_for_url
-from tests.harness.failover.scenarios import wait_for
 from tests.harness.local.airflow import sensor_shard_name
+from tests.harness.waiting import wait_until
 from tests.integration.sensors.topology import sensor_topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -77,7 +77,7 @@ def test_fifty_sensors_share_ten_pokes_survive_a_shard_kill_and_succeed(fleet):
 
     # 1. All 50 defer through a worker with 4 slots: a waiting smart sensor holds no slot.
     started = time.monotonic()
-    wait_for(lambda: _states(backend, run_id).get("deferred") == 50, 900, "50 sensors deferred", interval=2)
+    wait_until(lambda: _states(backend, run_id).get("deferred") == 50, 900, "50 sensors deferred", interval=2)
     print(f"\n50 sensors deferred {time.monotonic() - started:.1f} s after the runs were triggered (4 worker slots)")
     states = _states(backend, run_id)
     assert states.get("running", 0) == 0 and states.get("queued", 0) == 0, states
@@ -106,7 +106,7 @@ def test_fifty_sensors_share_ten_pokes_survive_a_shard_kill_and_succeed(fleet):
 
     # 3. Pokes per interval: 10 targets, not 50 waiters; one directory listing per shard per interval.
     store = _status(backend)
-    wait_for(lambda: all(g["last_result"] == "waiting" for g in _listing(backend)), 60, "status for every target")
+    wait_until(lambda: all(g["last_result"] == "waiting" for g in _listing(backend)), 60, "status for every target")
     pokes_0, batches_0 = _pokes(store)
     window = 6 * POKE_INTERVAL
     time.sleep(window)
@@ -127,7 +127,7 @@ def test_fifty_sensors_share_ten_pokes_survive_a_shard_kill_and_succeed(fleet):
     shard0_before = store.shard_counters(["shard-0"])["shard-0"].get("pokes:file", 0)
     killed_at = time.monotonic()
     backend.kill("sensor-shard", sensor_shard_name(0, 0))
-    wait_for(
+    wait_until(
         lambda: store.shard_counters(["shard-0"])["shard-0"].get("pokes:file", 0) > shard0_before + 5,
         240,
         "shard 0 poking again after its restart",

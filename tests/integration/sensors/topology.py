@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.harness.failover.local import LocalBackend
-from tests.harness.failover.scenarios import wait_for
+from tests.harness.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 DAGS = Path(__file__).parent / "dags"
@@ -37,7 +37,7 @@ def sensor_topology(
     )
     try:
         backend.up()
-        wait_for(lambda: set(dag_ids) <= backend.api.dag_ids(), 180, f"{dag_ids} to be parsed", interval=2)
+        wait_until(lambda: set(dag_ids) <= backend.api.dag_ids(), 180, f"{dag_ids} to be parsed", interval=2)
         for dag_id in dag_ids:
             backend.api.unpause(dag_id)
         yield backend, markers
