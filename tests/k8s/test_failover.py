@@ -11,6 +11,7 @@ import pytest
 from tests.harness.failover import nodes, scenarios
 from tests.harness.failover.kubernetes import KubernetesBackend
 from tests.harness.failover.report import markdown_table, write_results
+from tests.harness.waiting import wait_until
 from tests.k8s.conftest import KUBECTL, REPO_ROOT, admin_password
 
 RESULTS: list = []
@@ -23,7 +24,7 @@ def k8s_backend(kube, release):
     try:
         backend.recover()
         backend.wait_healthy(600)
-        scenarios.wait_for(
+        wait_until(
             lambda: {scenarios.PROBE_DAG, scenarios.SENSOR_PROBE_DAG} <= backend.api.dag_ids(),
             600,
             "the probe DAGs to be parsed",

@@ -32,17 +32,12 @@ from airflow_ha.redis_ops.cluster_nodes import (
 from tests.harness.failover.api import AirflowAPI
 from tests.harness.failover.backend import fetch_all
 from tests.harness.failover.scenarios import PROBE_QUEUES
+from tests.harness.local.process import free_port
 from tests.harness.waiting import wait_until
 
 # Scenario component names -> the chart's `component` label.
 COMPONENT_LABELS = {"database": "mysql"}
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer", "worker", "sensor-shard")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PortForward:
@@ -94,6 +89,10 @@ class PortForward:
             self.close()  # a forward whose pod went away accepts nothing: start a new one
             time.sleep(1)
 
+    def url(self, timeout: float = 120) -> str:
+        host, port = self.address(timeout)
+        return f"http://{host}:{port}"
+
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -104,9 +103,16 @@ class PortForward:
         self.proc = None
 
 
-def _condition_true(obj, kind: str) -> bool:
+def condition_true(obj, kind: str) -> bool:
     """A pod's or node's status condition ``kind`` is True."""
     return any(c.type == kind and c.status == "True" for c in obj.status.conditions or [])
+
+
+def pod_ready(pod) -> bool:
+    """Running, Ready and not being deleted: a pod that serves."""
+    if pod.metadata.deletion_timestamp is not None or pod.status.phase != "Running":
+        return False
+    return condition_true(pod, "Ready")
 
 
 class KubernetesBackend:
@@ -129,7 +135,7 @@ class KubernetesBackend:
         self.api = AirflowAPI(
             "", password=admin_password, base_url_for=self._api_url, reconnect=self._api_forward.close
         )
-        self._db_url = urlsplit(self._secret(f"{release}-connections", "sql-alchemy-conn"))
+        self._db_url = urlsplit(self.secret(f"{release}-connections", "sql-alchemy-conn"))
 
     @property
     def group_replication(self) -> bool:
@@ -153,7 +159,7 @@ class KubernetesBackend:
         try:
             ready_nodes = self.ready_nodes()
             for pod in self._pods(component):
-                if self._ready(pod) and pod.spec.node_name in ready_nodes - self.avoid_nodes:
+                if pod_ready(pod) and pod.spec.node_name in ready_nodes - self.avoid_nodes:
                     return f"pod/{pod.metadata.name}"
         except Exception:  # the Kubernetes API briefly unreachable: let kubectl pick
             pass
@@ -173,7 +179,7 @@ class KubernetesBackend:
         self._db_forward.close()
 
     # -- cluster plumbing --------------------------------------------------------------------------
-    def _secret(self, name: str, key: str) -> str:
+    def secret(self, name: str, key: str) -> str:
         return base64.b64decode(self.core.read_namespaced_secret(name, self.namespace).data[key]).decode()
 
     def _pods(self, component: str) -> list:
@@ -181,16 +187,10 @@ class KubernetesBackend:
         selector = f"app.kubernetes.io/instance={self.release},component={label}"
         return self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
 
-    @staticmethod
-    def _ready(pod) -> bool:
-        if pod.metadata.deletion_timestamp is not None or pod.status.phase != "Running":
-            return False
-        return _condition_true(pod, "Ready")
-
     def ready_nodes(self) -> set[str]:
-        return {n.metadata.name for n in self.core.list_node().items if _condition_true(n, "Ready")}
+        return {n.metadata.name for n in self.core.list_node().items if condition_true(n, "Ready")}
 
-    def _kubectl(self, *args: str, timeout: float = 120) -> str:
+    def run_kubectl(self, *args: str, timeout: float = 120) -> str:
         proc = subprocess.run(
             [str(self.kubectl), "-n", self.namespace, *args], capture_output=True, text=True, timeout=timeout
         )
@@ -200,7 +200,7 @@ class KubernetesBackend:
 
     # -- Backend -----------------------------------------------------------------------------------
     def instances(self, component: str) -> list[str]:
-        return sorted(p.metadata.name for p in self._pods(component) if self._ready(p))
+        return sorted(p.metadata.name for p in self._pods(component) if pod_ready(p))
 
     def kill(self, component: str, instance: str) -> None:
         from kubernetes.client import V1DeleteOptions
@@ -213,7 +213,7 @@ class KubernetesBackend:
         # every process of the pod but its init (tini) and this shell: the pod and its node stay as they are
         signal = "STOP" if frozen else "CONT"
         container = component if component != "worker" else "worker"
-        self._kubectl("exec", instance, "-c", container, "--", "sh", "-c", f"kill -{signal} -1 || true")
+        self.run_kubectl("exec", instance, "-c", container, "--", "sh", "-c", f"kill -{signal} -1 || true")
 
     def _workloads(self) -> list:
         selector = f"app.kubernetes.io/instance={self.release}"
@@ -300,11 +300,11 @@ class KubernetesBackend:
 
     def _cluster_nodes(self) -> list[ClusterNode]:
         """CLUSTER NODES as the first Redis pod that answers sees it."""
-        password = self._secret(f"{self.release}-redis-password", "password")
+        password = self.secret(f"{self.release}-redis-password", "password")
         cli = ["redis-cli", "--no-auth-warning", "-a", password, "cluster", "nodes"]
         for pod in self.instances("redis"):
             try:
-                nodes = parse_cluster_nodes(self._kubectl("exec", pod, "-c", "redis", "--", *cli))
+                nodes = parse_cluster_nodes(self.run_kubectl("exec", pod, "-c", "redis", "--", *cli))
             except (RuntimeError, TopologyError):
                 continue
             if nodes:
@@ -349,14 +349,14 @@ class KubernetesBackend:
     def mysql_root(self, statement: str) -> list[list[str]]:
         """``statement`` as MySQL's root in a Ready member on a node not being lost (group administration and
         performance_schema are beyond the airflow user); rows of tab-separated columns."""
-        password = self._secret(f"{self.release}-mysql-passwords", "mysql-root-password")
+        password = self.secret(f"{self.release}-mysql-passwords", "mysql-root-password")
         argv = ["mysql", "-uroot", f"-p{password}", "-N", "-B", "-e", statement]
         errors = []
         for pod in self._pods("database"):
-            if not self._ready(pod) or pod.spec.node_name in self.avoid_nodes:
+            if not pod_ready(pod) or pod.spec.node_name in self.avoid_nodes:
                 continue
             try:
-                out = self._kubectl("exec", pod.metadata.name, "-c", "mysql", "--", *argv, timeout=30)
+                out = self.run_kubectl("exec", pod.metadata.name, "-c", "mysql", "--", *argv, timeout=30)
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 errors.append(f"{pod.metadata.name}: {exc}")
                 continue
@@ -403,5 +403,5 @@ class KubernetesBackend:
             if component not in AIRFLOW_COMPONENTS and not component.startswith("triggerer-"):
                 continue
             kind = "statefulset" if isinstance(workload, V1StatefulSet) else "deployment"
-            self._kubectl("rollout", "restart", f"{kind}/{workload.metadata.name}")
-            self._kubectl("rollout", "status", f"{kind}/{workload.metadata.name}", "--timeout=600s", timeout=660)
+            self.run_kubectl("rollout", "restart", f"{kind}/{workload.metadata.name}")
+            self.run_kubectl("rollout", "status", f"{kind}/{workload.metadata.name}", "--timeout=600s", timeout=660)

@@ -34,7 +34,7 @@ from airflow_ha.broker.probe import PROBE_QUEUE_PREFIX, parse_output
 from airflow_ha.redis_ops.cluster_nodes import TOTAL_SLOTS, parse_cluster_nodes
 from airflow_ha.redis_ops.placement import colocated_pairs, crowded_nodes, topology
 from tests.harness.failover import scenarios
-from tests.harness.failover.kubernetes import KubernetesBackend
+from tests.harness.failover.kubernetes import KubernetesBackend, pod_ready
 from tests.harness.failover.report import ScenarioResult
 from tests.harness.failover.scenarios import ScenarioError, Workload
 from tests.harness.waiting import WaitTimeout, wait_until
@@ -141,15 +141,15 @@ class ClusterView:
         return self.backend.core.read_namespaced_pod(pod, self.backend.namespace).spec.node_name
 
     def redis_cli(self, pod: str, *args: str, timeout: float = 30) -> str:
-        password = self.backend._secret(f"{self.backend.release}-redis-password", "password")
-        return self.backend._kubectl(
+        password = self.backend.secret(f"{self.backend.release}-redis-password", "password")
+        return self.backend.run_kubectl(
             "exec", pod, "-c", "redis", "--", "redis-cli", "--no-auth-warning", "-a", password, *args, timeout=timeout
         )
 
     def redis_nodes(self, avoid: str | None = None):
         """CLUSTER NODES (parsed) from the first Ready Redis pod not on node ``avoid``."""
         for pod in self.pods("redis"):
-            if pod.spec.node_name == avoid or not KubernetesBackend._ready(pod):
+            if pod.spec.node_name == avoid or not pod_ready(pod):
                 continue
             try:
                 return parse_cluster_nodes(self.redis_cli(pod.metadata.name, "cluster", "nodes", timeout=15))
@@ -190,7 +190,7 @@ class ClusterView:
             for n in nodes
             if n.role == "master" and not n.failing and pod_nodes.get(self.pod_name(n)) not in (avoid, None)
         ]
-        pods = [p for p in self.pods("redis") if p.spec.node_name != avoid and KubernetesBackend._ready(p)]
+        pods = [p for p in self.pods("redis") if p.spec.node_name != avoid and pod_ready(p)]
         info = self.redis_cli(pods[0].metadata.name, "cluster", "info", timeout=15) if pods else ""
         return "cluster_state:ok" in info, sum(n.slots for n in live)
 

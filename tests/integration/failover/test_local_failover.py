@@ -13,6 +13,7 @@ import pytest
 from tests.harness.failover import scenarios
 from tests.harness.failover.local import LocalBackend
 from tests.harness.failover.report import markdown_table, write_results
+from tests.harness.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -65,7 +66,7 @@ def test_two_schedulers_lock_rows_with_skip_locked_on_mysql(local_backend):
         ).stdout
         return int(out.strip() or 0)
 
-    scenarios.wait_for(lambda: digests("%FOR UPDATE SKIP LOCKED%") > 0, 60, "a SKIP LOCKED statement", interval=2)
+    wait_until(lambda: digests("%FOR UPDATE SKIP LOCKED%") > 0, 60, "a SKIP LOCKED statement", interval=2)
     print(
         f"\nMySQL {db.version()}: {schedulers} schedulers, statements with FOR UPDATE SKIP LOCKED: "
         f"{digests('%FOR UPDATE SKIP LOCKED%')}, with FOR UPDATE: {digests('%FOR UPDATE%')}"
