@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,10 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from tests.harness.failover.api import AirflowAPI
+from tests.harness.failover.kubernetes import PortForward
+from tests.harness.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = REPO_ROOT / ".tools" / "bin" / "kubectl"
@@ -225,12 +228,6 @@ def release(kube: Kube) -> Iterator[Release]:
             record("teardown: helm uninstall (scripts/down --keep-cluster)", f"{time.monotonic() - t0:.0f} s")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def api_server_service(kube: Kube, rel: Release) -> str:
     svcs = kube.core.list_namespaced_service(rel.namespace, label_selector=f"{rel.selector},component=api-server").items
     if svcs:
@@ -238,56 +235,22 @@ def api_server_service(kube: Kube, rel: Release) -> str:
     return f"{rel.name}-api-server"
 
 
-class PortForward:
-    """`kubectl port-forward svc/<api-server> PORT:8080`, restarted when it dies (its pod may be deleted)."""
-
-    def __init__(self, namespace: str, service: str):
-        self.namespace, self.service = namespace, service
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
-
-    def ensure(self, timeout: float = 120) -> str:
-        if self.proc is None or self.proc.poll() is not None:
-            self.port = _free_port()
-            self.proc = subprocess.Popen(
-                [str(KUBECTL), "-n", self.namespace, "port-forward", f"svc/{self.service}", f"{self.port}:8080"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                self.proc = None
-                time.sleep(2)
-                return (
-                    self.ensure(deadline - time.monotonic())
-                    if deadline - time.monotonic() > 5
-                    else pytest.fail(f"kubectl port-forward svc/{self.service} exited: {err[-1000:]}")
-                )
-            try:
-                requests.get(f"{url}/api/v2/monitor/health", timeout=5)
-                return url
-            except requests.RequestException:
-                time.sleep(1)
-        pytest.fail(f"kubectl port-forward svc/{self.service} did not answer within {timeout:.0f} s")
-
-    def close(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 @pytest.fixture(scope="session")
 def port_forward(kube: Kube, release: Release) -> Iterator[PortForward]:
-    pf = PortForward(release.namespace, api_server_service(kube, release))
-    pf.ensure(timeout=300)
+    """`kubectl port-forward svc/<api-server> PORT:8080`, as the README tells users to reach the UI;
+    started again whenever it dies (its pod may be deleted)."""
+    service = api_server_service(kube, release)
+    pf = PortForward(KUBECTL, release.namespace, lambda: f"svc/{service}", 8080)
+
+    def answers() -> bool:
+        try:
+            return requests.get(f"{pf.url()}/api/v2/monitor/health", timeout=5).ok
+        except (requests.RequestException, TimeoutError):
+            pf.close()
+            return False
+
     try:
+        wait_until(answers, 300, f"the api-server through kubectl port-forward svc/{service}", interval=2)
         yield pf
     finally:
         pf.close()
@@ -319,54 +282,8 @@ def admin_password(kube: Kube, rel: Release) -> tuple[str, str]:
     return user, proc.stdout.strip()
 
 
-class Api:
-    """The Airflow REST API through the port-forward, with a JWT from POST /auth/token."""
-
-    def __init__(self, pf: PortForward, user: str, password: str):
-        self.pf, self.user, self.password = pf, user, password
-        self.token: str | None = None
-
-    def login(self) -> str:
-        url = self.pf.ensure()
-        resp = requests.post(f"{url}/auth/token", json={"username": self.user, "password": self.password}, timeout=30)
-        assert resp.status_code in (200, 201), f"POST /auth/token -> {resp.status_code}: {resp.text[:500]}"
-        self.token = resp.json()["access_token"]
-        return self.token
-
-    def request(self, method: str, path: str, retries: int = 6, headers: dict | None = None, **kw) -> requests.Response:
-        last: Exception | None = None
-        for _ in range(retries):
-            try:
-                url = self.pf.ensure()
-                if self.token is None:
-                    self.login()
-                resp = requests.request(
-                    method,
-                    f"{url}{path}",
-                    headers={**(headers or {}), "Authorization": f"Bearer {self.token}"},
-                    timeout=60,
-                    **kw,
-                )
-                if resp.status_code == 401:
-                    self.token = None
-                    continue
-                if resp.status_code in (502, 503, 504):
-                    time.sleep(3)
-                    continue
-                return resp
-            except requests.RequestException as exc:  # port-forward broke (pod deleted): reconnect
-                last = exc
-                self.pf.close()
-                time.sleep(3)
-        raise AssertionError(f"{method} {path} failed after {retries} tries: {last}")
-
-    def get(self, path: str, **kw) -> dict:
-        resp = self.request("GET", path, **kw)
-        assert resp.status_code == 200, f"GET {path} -> {resp.status_code}: {resp.text[:500]}"
-        return resp.json()
-
-
 @pytest.fixture(scope="session")
-def api(kube: Kube, release: Release, port_forward: PortForward) -> Api:
+def api(kube: Kube, release: Release, port_forward: PortForward) -> AirflowAPI:
+    """The REST API as the failover suite uses it: JWT login, retried through a replaced forward."""
     user, password = admin_password(kube, release)
-    return Api(port_forward, user, password)
+    return AirflowAPI("", base_url_for=port_forward.url, reconnect=port_forward.close, username=user, password=password)

@@ -13,7 +13,10 @@ import time
 import pytest
 import requests
 
-from tests.k8s.conftest import HELM, KUBECTL, REPO_ROOT, Api, Kube, PortForward, Release, record, run
+from tests.harness.failover.api import AirflowAPI
+from tests.harness.failover.kubernetes import PortForward, condition_true, pod_ready
+from tests.harness.waiting import WaitTimeout, wait_until
+from tests.k8s.conftest import HELM, KUBECTL, REPO_ROOT, Kube, Release, record, run
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1500)]
 
@@ -30,13 +33,8 @@ def _pods(kube: Kube, rel: Release, component: str | None = None) -> list:
 
 
 def _ready(pod) -> bool:
-    if pod.status.phase == "Succeeded":
-        return True
-    return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
-
-
-def _job_complete(job) -> bool:
-    return any(c.type == "Complete" and c.status == "True" for c in (job.status.conditions or []))
+    """Serving, or (a hook's or Job's pod) done."""
+    return pod.status.phase == "Succeeded" or pod_ready(pod)
 
 
 def test_every_pod_ready_and_migration_complete(kube: Kube, release: Release):
@@ -50,7 +48,7 @@ def test_every_pod_ready_and_migration_complete(kube: Kube, release: Release):
             if "migrat" in j.metadata.name
         ]
         not_ready = [p.metadata.name for p in pods if not _ready(p)]
-        pending_jobs = [j.metadata.name for j in jobs if not _job_complete(j)]
+        pending_jobs = [j.metadata.name for j in jobs if not condition_true(j, "Complete")]
         if pods and not not_ready and not pending_jobs:
             break
         assert time.monotonic() < deadline, f"not Ready after 900 s: pods {not_ready}, jobs {pending_jobs}"
@@ -64,77 +62,67 @@ def test_every_pod_ready_and_migration_complete(kube: Kube, release: Release):
 
 
 def test_login_page_and_health(release: Release, port_forward: PortForward):
-    url = port_forward.ensure()
+    url = port_forward.url()
     page = requests.get(f"{url}/", timeout=30)
     assert page.status_code == 200, f"GET / -> {page.status_code}"
     assert "<html" in page.text.lower() and "airflow" in page.text.lower(), page.text[:300]
     login = requests.get(f"{url}/auth/login", timeout=30, allow_redirects=True)
     assert login.status_code == 200, f"GET /auth/login -> {login.status_code}"
 
-    deadline = time.monotonic() + 180
-    while True:
+    last: dict = {}
+
+    def all_healthy() -> dict | None:
         health = requests.get(f"{url}/api/v2/monitor/health", timeout=30).json()
-        unhealthy = {
-            c: health.get(c, {}).get("status")
-            for c in HEALTH_COMPONENTS
-            if health.get(c, {}).get("status") != "healthy"
-        }
-        if not unhealthy:
-            break
-        assert time.monotonic() < deadline, f"/api/v2/monitor/health not healthy after 180 s: {unhealthy}: {health}"
-        time.sleep(5)
-    record("/api/v2/monitor/health", ", ".join(f"{c}={health[c]['status']}" for c in HEALTH_COMPONENTS))
+        last.update({c: health.get(c, {}).get("status") for c in HEALTH_COMPONENTS})
+        return dict(last) if all(v == "healthy" for v in last.values()) else None
+
+    try:
+        statuses = wait_until(all_healthy, 180, "/api/v2/monitor/health: every component healthy", interval=5)
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}; last seen {last}") from None
+    record("/api/v2/monitor/health", ", ".join(f"{c}={v}" for c, v in statuses.items()))
 
 
-def _pick_dag(api: Api) -> str:
+def _pick_dag(api: AirflowAPI) -> str:
     wanted = os.environ.get("AIRFLOW_HA_K8S_DAG")
-    deadline = time.monotonic() + 300
-    while True:
-        dags = api.get("/api/v2/dags", params={"limit": 200})["dags"]
-        ids = {d["dag_id"]: d for d in dags}
-        if wanted and wanted in ids:
-            return wanted
-        if not wanted:
-            for d in dags:
-                tags = {t["name"] for t in d.get("tags", [])}
-                if tags & {"failover", "celery"} or re.search(r"celery|failover", d["dag_id"]):
-                    return d["dag_id"]
-        if time.monotonic() > deadline:
-            pytest.skip(
-                f"no {'DAG ' + wanted if wanted else 'Celery/failover DAG'} parsed after 300 s; DAGs: {sorted(ids)}"
-            )
-        time.sleep(10)
+
+    def parsed() -> str | None:
+        dags = api.request("GET", "/api/v2/dags", params={"limit": 200}).json()["dags"]
+        if wanted:
+            return wanted if any(d["dag_id"] == wanted for d in dags) else None
+        for d in dags:
+            tags = {t["name"] for t in d.get("tags", [])}
+            if tags & {"failover", "celery"} or re.search(r"celery|failover", d["dag_id"]):
+                return d["dag_id"]
+        return None
+
+    try:
+        return wait_until(parsed, 300, "a DAG to run", interval=10)
+    except WaitTimeout:
+        pytest.skip(f"no {'DAG ' + wanted if wanted else 'Celery/failover DAG'} parsed after 300 s")
 
 
-def _trigger(api: Api, dag_id: str) -> str:
-    resp = api.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
-    assert resp.status_code == 200, f"unpause {dag_id}: {resp.status_code} {resp.text[:300]}"
-    run_id = f"k8s_{secrets.token_hex(4)}"
-    resp = api.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"dag_run_id": run_id, "logical_date": None})
-    assert resp.status_code in (200, 201), f"trigger {dag_id}: {resp.status_code} {resp.text[:500]}"
-    return resp.json()["dag_run_id"]
+def _trigger(api: AirflowAPI, dag_id: str) -> str:
+    api.unpause(dag_id)
+    return api.trigger(dag_id, f"k8s_{secrets.token_hex(4)}")
 
 
-def _wait_run(api: Api, dag_id: str, run_id: str, timeout: float = 600) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        state = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
-        if state in ("success", "failed"):
-            return state
-        assert time.monotonic() < deadline, f"{dag_id}/{run_id} still {state} after {timeout:.0f} s"
-        time.sleep(5)
+def _wait_run(api: AirflowAPI, dag_id: str, run_id: str, timeout: float = 600) -> str:
+    state = api.wait_for_runs([(dag_id, run_id)], timeout)[(dag_id, run_id)]
+    assert state in ("success", "failed"), f"{dag_id}/{run_id} still {state} after {timeout:.0f} s"
+    return state
 
 
 @pytest.fixture(scope="module")
-def celery_dag(api: Api) -> str:
+def celery_dag(api: AirflowAPI) -> str:
     return _pick_dag(api)
 
 
-def test_dag_runs_on_celery_workers_and_log_is_readable(kube: Kube, release: Release, api: Api, celery_dag: str):
+def test_dag_runs_on_celery_workers_and_log_is_readable(kube: Kube, release: Release, api: AirflowAPI, celery_dag: str):
     start = time.monotonic()
     run_id = _trigger(api, celery_dag)
     state = _wait_run(api, celery_dag, run_id)
-    tis = api.get(f"/api/v2/dags/{celery_dag}/dagRuns/{run_id}/taskInstances", params={"limit": 500})["task_instances"]
+    tis = api.task_instances(celery_dag, run_id)
     failed = [f"{t['task_id']}={t['state']}" for t in tis if t["state"] not in ("success", "skipped")]
     assert state == "success", f"{celery_dag}/{run_id} ended {state}; tasks: {failed}"
     record(f"DAG {celery_dag} via REST API", f"success in {time.monotonic() - start:.0f} s, {len(tis)} tasks")
@@ -153,7 +141,6 @@ def test_dag_runs_on_celery_workers_and_log_is_readable(kube: Kube, release: Rel
         params={"full_content": "true", **({"map_index": ti["map_index"]} if ti.get("map_index", -1) >= 0 else {})},
         headers={"Accept": "application/json"},
     )
-    assert resp.status_code == 200, f"task log -> {resp.status_code}: {resp.text[:500]}"
     content = resp.json().get("content")
     text = str(content)
     assert content and ("Could not read served logs" not in text), f"task log not readable: {text[:1500]}"
@@ -186,34 +173,34 @@ def test_invalid_values_fail_before_anything_is_created(kube: Kube, release: Rel
     record("helm install with invalid values", proc.stderr.strip().splitlines()[-1][:150])
 
 
-def test_delete_active_scheduler_runs_still_succeed(kube: Kube, release: Release, api: Api, celery_dag: str):
+def test_delete_active_scheduler_runs_still_succeed(kube: Kube, release: Release, api: AirflowAPI, celery_dag: str):
     schedulers = _pods(kube, release, "scheduler")
-    assert schedulers, "no scheduler pods"
-    jobs = api.get(
-        "/api/v2/jobs", params={"job_type": "SchedulerJob", "is_alive": "true", "order_by": "-latest_heartbeat"}
-    )["jobs"]
     names = {p.metadata.name for p in schedulers}
-    active = next((j["hostname"] for j in jobs if j.get("hostname") in names), None) or sorted(names)[0]
+    assert len(names) >= 2, f"a failover needs two schedulers, the release runs {sorted(names)}"
+
+    def live_scheduler() -> str | None:  # the pod whose SchedulerJob heartbeat is the latest (hostname = pod)
+        params = {"job_type": "SchedulerJob", "is_alive": "true", "order_by": "-latest_heartbeat"}
+        jobs = api.request("GET", "/api/v2/jobs", params=params).json()["jobs"]
+        return next((j["hostname"] for j in jobs if j.get("hostname") in names), None)
 
     runs = [_trigger(api, celery_dag) for _ in range(3)]
-    time.sleep(5)  # let the schedulers pick the runs up
+    wait_until(lambda: "running" in {api.run_state(celery_dag, r) for r in runs}, 120, "a scheduler to start the runs")
+    active = wait_until(live_scheduler, 60, f"a live SchedulerJob on one of {sorted(names)}", interval=2)
+    unfinished = [r for r in runs if api.run_state(celery_dag, r) not in ("success", "failed")]
+    assert unfinished, "every run ended before the scheduler was deleted: nothing left to fail over"
     t0 = time.monotonic()
     kube.core.delete_namespaced_pod(active, release.namespace)
-    record("deleted active scheduler pod", active)
+    record("deleted active scheduler pod", f"{active} ({len(unfinished)} of {len(runs)} runs unfinished)")
 
     states = {r: _wait_run(api, celery_dag, r, timeout=900) for r in runs}
     runs_done = time.monotonic() - t0
     assert all(s == "success" for s in states.values()), f"runs after deleting {active}: {states}"
 
-    deadline = time.monotonic() + 300
-    while True:
+    def back() -> bool:
         current = _pods(kube, release, "scheduler")
-        if len(current) >= len(schedulers) and all(_ready(p) for p in current):
-            break
-        assert time.monotonic() < deadline, (
-            f"schedulers not back to {len(schedulers)} Ready: {[p.metadata.name for p in current]}"
-        )
-        time.sleep(3)
+        return len(current) >= len(schedulers) and all(_ready(p) for p in current)
+
+    wait_until(back, 300, f"{len(schedulers)} schedulers Ready again", interval=3)
     record(
         "scheduler pod deleted",
         f"{len(runs)} runs success {runs_done:.0f} s after; "
