@@ -6,7 +6,7 @@ STATE="$CACHE/up.state"                       # what scripts/up started, for scr
 SHARED_KUBE="${AIRFLOW_HA_SHARED_KUBE:-$ROOT/../shared/kube}"
 KUBECTL="$ROOT/.tools/bin/kubectl"
 HELM="$ROOT/.tools/bin/helm"
-VERSION="$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -1)"
+VERSION="$(cat "$ROOT/VERSION")"                # the package, the chart's appVersion and the image tag
 AIRFLOW_IMAGE="${AIRFLOW_HA_AIRFLOW_IMAGE:-airflow-ha/airflow:$VERSION}"
 REDIS_IMAGE="${AIRFLOW_HA_REDIS_IMAGE:-airflow-ha/redis:8}"
 MYSQL_IMAGE="${AIRFLOW_HA_MYSQL_IMAGE:-airflow-ha/mysql:9.7}"

@@ -193,7 +193,7 @@ component: {{ .component }}
 
 {{/* Image of the Airflow containers. */}}
 {{- define "airflow-ha.airflowImage" -}}
-image: {{ printf "%s:%s" .Values.images.airflow.repository (toString .Values.images.airflow.tag) | quote }}
+image: {{ printf "%s:%s" .Values.images.airflow.repository (toString (.Values.images.airflow.tag | default .Chart.AppVersion)) | quote }}
 imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
 {{- end }}
 

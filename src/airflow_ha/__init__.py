@@ -3,7 +3,10 @@
 Subpackages:
 - ``broker``: the kombu transport for a Redis Cluster (``rediscluster://``).
 - ``sensors``: smart sensors that defer to sharded triggerers.
-- ``local``: real servers (Redis Cluster, MySQL) as local processes, for tests and the local backend.
+
+The version is the repository's ``VERSION`` file, as installed.
 """
 
-__version__ = "0.1.0"
+from importlib import metadata
+
+__version__ = metadata.version("airflow-ha")

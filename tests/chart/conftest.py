@@ -16,6 +16,7 @@ VALUES_DIR = REPO_ROOT / "values"
 RELEASE = "airflow-ha"
 NAMESPACE = "airflow-ha"
 VALUES_FILES = sorted(p.name for p in VALUES_DIR.glob("*.yaml"))
+VERSION = (REPO_ROOT / "VERSION").read_text().strip()
 
 
 @dataclass

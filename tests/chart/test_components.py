@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.chart.conftest import NAMESPACE, container, env_of
+from tests.chart.conftest import NAMESPACE, VERSION, container, env_of
 
 pytestmark = pytest.mark.chart
 
@@ -80,7 +80,7 @@ def test_airflow_workloads_and_commands(default):
         obj = default.get(kind, name)
         spec = obj["spec"]["template"]["spec"]
         main = spec["containers"][0]
-        assert main["image"] == "airflow-ha/airflow:0.1.0"
+        assert main["image"] == f"airflow-ha/airflow:{VERSION}"
         assert main["args"] == expected_args[name], name
         assert "command" not in main, f"{name}: the image's entrypoint must run (args only)"
         assert obj["spec"]["template"]["metadata"]["labels"]["component"] == component, name
@@ -518,7 +518,7 @@ def test_kubeone_profile(render):
     rendered = render("kubeone.yaml")
     images = {c["image"] for _, spec in rendered.pod_specs() for c in spec["containers"]}
     assert images == {
-        "airflow-ha/airflow:0.1.0",
+        f"airflow-ha/airflow:{VERSION}",
         "airflow-ha/redis:8",
         "airflow-ha/mysql:9.7",
         "airflow-ha/haproxy:2.6",
