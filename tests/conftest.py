@@ -22,6 +22,22 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--results-dir",
+        default=os.environ.get("AIRFLOW_HA_RESULTS_DIR"),
+        help="where the failover suites write results tables (default: the session's temporary directory; "
+        "`--results-dir results` updates the recorded tables in the repository)",
+    )
+
+
+@pytest.fixture(scope="session")
+def results_dir(request, tmp_path_factory) -> Path:
+    """The folder a suite writes its results tables to: given, or temporary (a test run leaves the tree clean)."""
+    given = request.config.getoption("--results-dir")
+    return Path(given).resolve() if given else tmp_path_factory.mktemp("results")
+
+
 def _unavailable(exc: Exception) -> None:
     """A server whose binaries cannot be had here: skip with the reason (in CI, where .ci/run provides
     root, debootstrap and the mirror, that is a broken pipeline: fail)."""

@@ -1,7 +1,7 @@
 """The failover scenarios on Kubernetes: the same code as the local backend, pods deleted for real.
 
 Runs against the release of the session fixtures (tests/k8s/conftest.py); writes
-results/failover-kubernetes.{md,json} and prints the table.
+failover-kubernetes.{md,json} to the results folder (``--results-dir``) and prints the table.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ RESULTS: list = []
 
 
 @pytest.fixture(scope="module")
-def k8s_backend(kube, release):
+def k8s_backend(kube, release, results_dir):
     _user, password = admin_password(kube, release)
     backend = KubernetesBackend(release.namespace, release.name, KUBECTL, password)
     try:
@@ -36,7 +36,7 @@ def k8s_backend(kube, release):
         backend.close()
         if RESULTS:
             print("\n" + markdown_table(RESULTS))
-            write_results(RESULTS, REPO_ROOT / "results", "kubernetes")
+            print(f"results: {write_results(RESULTS, results_dir, 'kubernetes')}")
 
 
 @pytest.mark.parametrize("name", list(scenarios.SCENARIOS))

@@ -1,7 +1,7 @@
 """The failover scenarios on the local backend: the whole topology as processes on 127.0.0.1.
 
 Celery runs on the project's ``rediscluster://`` transport over a real 3+3 Redis Cluster; the
-results table is printed and written to results/failover-local.{md,json}.
+results table is printed and written to failover-local.{md,json} in the results folder (``--results-dir``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ RESULTS: list = []
 
 
 @pytest.fixture(scope="module")
-def local_backend(tmp_path_factory, redis_cluster, mysql):
+def local_backend(tmp_path_factory, redis_cluster, mysql, results_dir):
     # redis_cluster/mysql are requested only so missing binaries skip (or, in CI, fail) with the
     # fixtures' message; the backend runs its own servers, since scenarios kill and restart them.
     backend = LocalBackend(
@@ -38,7 +38,7 @@ def local_backend(tmp_path_factory, redis_cluster, mysql):
         backend.down()
         if RESULTS:
             print("\n" + markdown_table(RESULTS))
-            write_results(RESULTS, REPO_ROOT / "results", "local")
+            print(f"results: {write_results(RESULTS, results_dir, 'local')}")
 
 
 @pytest.mark.parametrize("name", list(scenarios.SCENARIOS))
