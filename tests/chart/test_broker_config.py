@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.chart.components import pod, secret_value
 from tests.chart.conftest import RELEASE as R
 from tests.chart.conftest import RenderError, container, env_of
-from tests.chart.test_components import pod, secret_value
 from tests.unit.broker.test_celery_config import load
 
 

@@ -1,0 +1,76 @@
+"""What the per-component chart test modules share: the release name, the Airflow workloads and the
+env every Airflow container gets, and small accessors of rendered pod specs."""
+
+from __future__ import annotations
+
+import base64
+
+R = "airflow-ha"
+AIRFLOW_WORKLOADS = {
+    ("Deployment", f"{R}-api-server"): "api-server",
+    ("Deployment", f"{R}-scheduler"): "scheduler",
+    ("Deployment", f"{R}-dag-processor"): "dag-processor",
+    ("Deployment", f"{R}-triggerer"): "triggerer",
+    ("Deployment", f"{R}-triggerer-default"): "triggerer-default",
+    ("StatefulSet", f"{R}-worker"): "worker",
+    ("Deployment", f"{R}-sensor-shard-0"): "sensor-shard",
+    ("Deployment", f"{R}-sensor-shard-1"): "sensor-shard",
+}
+SECRET_ENV = {
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (f"{R}-connections", "sql-alchemy-conn"),
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": (f"{R}-connections", "sql-alchemy-conn-async"),
+    "AIRFLOW__CELERY__RESULT_BACKEND": (f"{R}-connections", "result-backend"),
+    "AIRFLOW__CELERY__BROKER_URL": (f"{R}-connections", "broker-url"),
+    "AIRFLOW__CORE__FERNET_KEY": (f"{R}-fernet-key", "fernet-key"),
+    "AIRFLOW__API_AUTH__JWT_SECRET": (f"{R}-api-secrets", "jwt-secret"),
+    "AIRFLOW__API__SECRET_KEY": (f"{R}-api-secrets", "api-secret-key"),
+}
+PLAIN_ENV = {
+    "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+    "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "airflow_ha.broker.celery_config.CELERY_CONFIG",
+    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{R}-api-server:8080/execution/",
+    "AIRFLOW__TRIGGERER__QUEUES_ENABLED": "True",
+    "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "20",
+    "AIRFLOW_HA_SENSOR_SHARDS": "2",
+    "AIRFLOW_HA_VIRTUAL_SHARDS": "64",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": "/opt/airflow/auth/passwords.json",
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "300",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "30",
+    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "8793",
+}
+
+
+def secret_value(rendered, name: str, key: str) -> str:
+    return base64.b64decode(rendered.get("Secret", name)["data"][key]).decode()
+
+
+def pod(rendered, kind: str, name: str) -> dict:
+    return rendered.get(kind, name)["spec"]["template"]["spec"]
+
+
+def ports(c: dict) -> set[int]:
+    return {p["containerPort"] for p in c.get("ports", [])}
+
+
+def pod_meta(rendered, kind: str, name: str) -> dict:
+    return rendered.get(kind, name)["spec"]["template"]["metadata"]
+
+
+def shard_groups(rendered) -> dict[int, dict]:
+    """Sensor-shard group number -> its Deployment."""
+    prefix = f"{R}-sensor-shard-"
+    return {
+        int(d["metadata"]["name"][len(prefix) :]): d
+        for d in rendered.of_kind("Deployment")
+        if d["metadata"]["name"].startswith(prefix)
+    }
+
+
+NODE_LOSS = {"node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"}
+
+
+def node_loss_tolerations(spec: dict) -> set[tuple[str, int]]:
+    """(taint key, tolerationSeconds) of a pod spec's tolerations of a lost node."""
+    return {(t["key"], t["tolerationSeconds"]) for t in spec.get("tolerations", []) if t["key"] in NODE_LOSS}

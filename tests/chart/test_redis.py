@@ -1,0 +1,82 @@
+"""The Redis Cluster: StatefulSet, config, bootstrap Job, the broker URL the chart writes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chart.components import R, ports, secret_value
+from tests.chart.conftest import NAMESPACE, container, env_of
+
+pytestmark = pytest.mark.chart
+
+
+def test_broker_url_lists_every_redis_pod(default):
+    url = secret_value(default, f"{R}-connections", "broker-url")
+    password = secret_value(default, f"{R}-redis-password", "password")
+    assert url.startswith(f"rediscluster://:{password}@")
+    seeds = url.split("@", 1)[1].split("?", 1)[0].split(",")
+    assert seeds == [f"{R}-redis-{i}.{R}-redis-headless.{NAMESPACE}.svc.cluster.local:6379" for i in range(6)]
+
+
+def test_redis_statefulset(default):
+    sts = default.get("StatefulSet", f"{R}-redis")
+    assert sts["spec"]["serviceName"] == f"{R}-redis-headless"
+    spec = sts["spec"]["template"]["spec"]
+    c = container(spec, "redis")
+    assert ports(c) == {6379, 16379}
+    env = env_of(c)
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": f"{R}-redis-password", "key": "password"}
+    probe = " ".join(c["readinessProbe"]["exec"]["command"])
+    assert "ping" in probe and "cluster" not in probe.lower()
+    assert {m["mountPath"] for m in c["volumeMounts"]} >= {"/data", "/etc/redis"}
+    claim = sts["spec"]["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == "data"
+    svc = default.get("Service", f"{R}-redis-headless")
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["publishNotReadyAddresses"] is True
+    assert {p["port"] for p in svc["spec"]["ports"]} == {6379, 16379}
+
+
+def test_redis_config(default):
+    cm = default.get("ConfigMap", f"{R}-redis-config")
+    conf = cm["data"]["redis.conf"]
+    for line in (
+        "cluster-enabled yes",
+        "cluster-config-file /data/nodes.conf",
+        "cluster-node-timeout 5000",
+        "cluster-preferred-endpoint-type hostname",
+        "appendonly yes",
+    ):
+        assert line in conf.splitlines(), line
+    start = cm["data"]["start.sh"]
+    assert "cluster-announce-hostname ${POD_NAME}.${HEADLESS_SERVICE}.${POD_NAMESPACE}.svc.cluster.local" in start
+    assert "requirepass $REDIS_PASSWORD" in start and "masterauth $REDIS_PASSWORD" in start
+    assert "password" not in conf.lower()
+
+
+def test_redis_bootstrap_job(default, render):
+    job = default.get("Job", f"{R}-redis-bootstrap")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    script = default.get("ConfigMap", f"{R}-redis-config")["data"]["bootstrap.sh"]
+    assert "--cluster-replicas 1" in script and "--cluster-yes" in script
+    assert "cluster_known_nodes" in script and "cluster_slots_assigned" in script
+    assert '[ "$known" = 1 ] && [ "$assigned" = 0 ]' in script, "must only create an unformed cluster"
+    assert "cluster_state:ok" in script
+    for i in range(6):
+        assert f"{R}-redis-{i}.{R}-redis-headless.{NAMESPACE}.svc.cluster.local" in script
+    script2 = render(None, "redis.replicasPerMaster=2").get("ConfigMap", f"{R}-redis-config")["data"]["bootstrap.sh"]
+    assert "--cluster-replicas 2" in script2
+
+
+def test_broker_url_parses_with_the_transport_parser(default):
+    """The URL the chart writes is the one airflow_ha's rediscluster:// transport reads."""
+    from airflow_ha.broker.url import parse
+
+    parsed = parse(secret_value(default, f"{R}-connections", "broker-url"))
+    assert parsed.password == secret_value(default, f"{R}-redis-password", "password")
+    assert [h for h, _ in parsed.seeds] == [
+        f"{R}-redis-{i}.{R}-redis-headless.{NAMESPACE}.svc.cluster.local" for i in range(6)
+    ]
+    assert {p for _, p in parsed.seeds} == {6379}
+    # broker.transportOptions ride in the query: the split-brain mitigation is on by default.
+    assert parsed.options == {"replication_wait_policy": "auto"}
