@@ -1,5 +1,6 @@
 # Shared helpers for scripts/build-images, load-images, up and down (sourced, not run).
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # the settings below are used by the scripts that source this file
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${AIRFLOW_HA_CACHE:-$HOME/.cache/airflow-ha}"
 STATE="$CACHE/up.state"                       # what scripts/up started, for scripts/down
@@ -32,8 +33,9 @@ state_set() { touch "$STATE"; sed -i "/^$1=/d" "$STATE"; echo "$1=$2" >>"$STATE"
 ensure_docker() {
     command -v docker >/dev/null || die "docker is not installed (apt-get install -y docker.io)"
     if docker info >/dev/null 2>&1; then return; fi
-    [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null \
-        || die "no Docker daemon answers and this user cannot start dockerd (start it, or set DOCKER_HOST)"
+    if [ "$(id -u)" != 0 ] || ! command -v dockerd >/dev/null; then
+        die "no Docker daemon answers and this user cannot start dockerd (start it, or set DOCKER_HOST)"
+    fi
     log "starting dockerd (log: $CACHE/dockerd.log)"
     setsid dockerd >>"$CACHE/dockerd.log" 2>&1 </dev/null &
     echo $! >"$CACHE/dockerd.pid"
