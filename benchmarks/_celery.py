@@ -1,7 +1,7 @@
 """Shared by ``broker_scaling`` and ``soak``: servers, Celery apps configured as Airflow does, workers.
 
 Only public things of the product are used: the ``rediscluster://`` URL, ``airflow_ha.broker.celery_config``
-and ``tests.harness.local.redis_cluster.RedisCluster`` (no transport internals, which are being refactored).
+and ``tests.harness.servers.redis_cluster.RedisCluster`` (no transport internals, which are being refactored).
 
 The Celery config of both brokers is built the way Airflow builds it: ``[celery] broker_url`` (here
 ``AIRFLOW__CELERY__BROKER_URL``) read by the Celery provider's ``DEFAULT_CELERY_CONFIG``; for
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-from tests.harness.local.process import free_port
-from tests.harness.local.redis_cluster import RedisCluster, RedisNode, redis_bin_dir
+from tests.harness.servers.process import free_port
+from tests.harness.servers.redis_cluster import RedisCluster, RedisNode, redis_bin_dir
 from tests.harness.waiting import wait_until
 
 # The worker-side app module: the config comes from the product (ours) or from Airflow (stock), nothing

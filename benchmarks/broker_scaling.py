@@ -155,7 +155,7 @@ def main(argv=None) -> int:
         flush=True,
     )
     try:
-        from tests.harness.local.redis_cluster import RedisCluster
+        from tests.harness.servers.redis_cluster import RedisCluster
 
         if "stock" in args.broker_list:
             plain = PlainRedis(base / "plain", password).start()

@@ -230,7 +230,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps(child(args)))
         return 0
 
-    from tests.harness.local.mysql import MySQL
+    from tests.harness.servers.mysql import MySQL
 
     base = Path(tempfile.mkdtemp(prefix="bench-sensors-"))
     marker_dir = base / "markers"

@@ -200,7 +200,7 @@ RECONNECT = re.compile(r"Connection to broker lost|consumer: Cannot connect")
 
 
 def soak_one(broker: str, args, base: Path, password: str) -> str:
-    from tests.harness.local.redis_cluster import RedisCluster
+    from tests.harness.servers.redis_cluster import RedisCluster
 
     plain = cluster = workers = supervisor = chaos = thread = None
     queues = ["default"] + [f"q{i}" for i in range(1, args.queues)]

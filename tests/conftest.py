@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.local.debian_root import RootUnavailable
-from tests.harness.local.mysql import MySQL
-from tests.harness.local.process import ServerStartError
-from tests.harness.local.redis_cluster import RedisCluster, redis_bin_dir
+from tests.harness.servers.debian_root import RootUnavailable
+from tests.harness.servers.mysql import MySQL
+from tests.harness.servers.process import ServerStartError
+from tests.harness.servers.redis_cluster import RedisCluster, redis_bin_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"

@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from tests.harness.failover.backend import fetch_all
-from tests.harness.local.process import free_port, stop_process
+from tests.harness.servers.process import free_port, stop_process
 from tests.harness.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -32,7 +32,7 @@ from airflow_ha.redis_ops.cluster_nodes import (
 from tests.harness.failover.api import AirflowAPI
 from tests.harness.failover.backend import fetch_all
 from tests.harness.failover.scenarios import PROBE_QUEUES
-from tests.harness.local.process import free_port
+from tests.harness.servers.process import free_port
 from tests.harness.waiting import wait_until
 
 # Scenario component names -> the chart's `component` label.

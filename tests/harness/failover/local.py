@@ -21,9 +21,9 @@ from airflow_ha.broker.keys import queue_slot
 from tests.harness.failover.api import AirflowAPI
 from tests.harness.failover.backend import fetch_all
 from tests.harness.failover.scenarios import PROBE_DAG, PROBE_QUEUES
-from tests.harness.local.airflow import Component, LocalAirflow
-from tests.harness.local.mysql import MySQL
-from tests.harness.local.redis_cluster import RedisCluster
+from tests.harness.servers.airflow import Component, LocalAirflow
+from tests.harness.servers.mysql import MySQL
+from tests.harness.servers.redis_cluster import RedisCluster
 from tests.harness.waiting import wait_until
 
 RESTART_DELAY = 3.0  # about what a replacement pod takes to be scheduled and started

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.local.redis_cluster import RedisCluster
+from tests.harness.servers.redis_cluster import RedisCluster
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from tests.harness.local.airflow import LocalAirflow
+from tests.harness.servers.airflow import LocalAirflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -32,8 +32,8 @@ from airflow_ha.broker.errors import BrokerClusterError, BrokerUnavailable, Repl
 from airflow_ha.broker.health import check_cluster
 from airflow_ha.broker.options import BrokerOptions
 from airflow_ha.broker.url import parse
-from tests.harness.local.process import free_port
-from tests.harness.local.redis_cluster import CLUSTER_BUS_OFFSET, RedisCluster, RedisNode
+from tests.harness.servers.process import free_port
+from tests.harness.servers.redis_cluster import CLUSTER_BUS_OFFSET, RedisCluster, RedisNode
 from tests.harness.waiting import wait_until
 from tests.integration.broker.conftest import wait_replicas_in_sync
 

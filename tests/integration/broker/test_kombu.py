@@ -15,7 +15,7 @@ import airflow_ha.broker
 from airflow_ha.broker import keys
 from airflow_ha.broker.errors import BrokerAuthError, BrokerClusterError, BrokerUnavailable
 from airflow_ha.broker.url import BrokerURLError
-from tests.harness.local.process import free_port
+from tests.harness.servers.process import free_port
 
 pytestmark = pytest.mark.integration
 airflow_ha.broker.register()
@@ -203,7 +203,7 @@ def _pings(port):
 
 def test_uncovered_slots_are_named_and_retried(tmp_path):
     """Slots without an owner may be a cluster being created or repaired: retried, with the state named."""
-    from tests.harness.local.redis_cluster import RedisCluster
+    from tests.harness.servers.redis_cluster import RedisCluster
     from tests.harness.waiting import wait_until
 
     cluster = RedisCluster(base_dir=tmp_path / "gap", password=secrets.token_hex(8), replicas_per_master=0)
@@ -254,7 +254,7 @@ def test_cluster_failing_with_every_slot_owned_is_retried_not_fatal(tmp_path):
     import signal
 
     from airflow_ha.broker.errors import BrokerUnavailable
-    from tests.harness.local.redis_cluster import RedisCluster
+    from tests.harness.servers.redis_cluster import RedisCluster
     from tests.harness.waiting import wait_until
 
     cluster = RedisCluster(base_dir=tmp_path / "down", password=secrets.token_hex(8), replicas_per_master=0)

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.conftest import _unavailable, airflow_env
-from tests.harness.local.debian_root import RootUnavailable
-from tests.harness.local.mysql_group import MySQLGroup
-from tests.harness.local.process import ServerStartError
+from tests.harness.servers.debian_root import RootUnavailable
+from tests.harness.servers.mysql_group import MySQLGroup
+from tests.harness.servers.process import ServerStartError
 from tests.harness.waiting import wait_until
 
 pytestmark = pytest.mark.integration

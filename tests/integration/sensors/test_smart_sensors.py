@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from airflow_ha.sensors.status import StatusStore, client_for_url
-from tests.harness.local.airflow import sensor_shard_name
+from tests.harness.servers.airflow import sensor_shard_name
 from tests.harness.waiting import wait_until
 from tests.integration.sensors.topology import sensor_topology
 

@@ -1,5 +1,5 @@
 """A real MySQL Group Replication group on 127.0.0.1: N mysqld 9.7 (the Debian unstable root of
-:mod:`tests.harness.local.mysql`), one ``airflow-ha mysql-agent`` process per member and a real HAProxy
+:mod:`tests.harness.servers.mysql`), one ``airflow-ha mysql-agent`` process per member and a real HAProxy
 (the host's Debian ``haproxy``) in front, configured like the chart's (``option httpchk GET /primary``
 against each agent, ``on-marked-down shutdown-sessions``).
 
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.harness.failover.backend import fetch_all
-from tests.harness.local.mysql import MySQL
-from tests.harness.local.process import ServerStartError, free_port, log_tail, stop_process
+from tests.harness.servers.mysql import MySQL
+from tests.harness.servers.process import ServerStartError, free_port, log_tail, stop_process
 from tests.harness.waiting import wait_until
 
 HAPROXY_CONFIG = """\

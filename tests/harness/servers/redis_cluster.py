@@ -5,7 +5,7 @@ Every node has its own data dir, ``requirepass`` and ``masterauth``; the cluster
 restarted on the same port with their ``nodes.conf``, so failover can be exercised for real.
 
 The binaries are Redis 8 from Debian unstable, run from the cached root of
-:mod:`tests.harness.local.debian_root` (made on first use), the same Redis the chart's image ships;
+:mod:`tests.harness.servers.debian_root` (made on first use), the same Redis the chart's image ships;
 ``AIRFLOW_HA_REDIS_BIN_DIR`` names a directory holding other ``redis-server`` and ``redis-cli``.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import redis
 
-from tests.harness.local.debian_root import server_root
-from tests.harness.local.process import ServerStartError, free_port, kill_process, log_tail, stop_process
+from tests.harness.servers.debian_root import server_root
+from tests.harness.servers.process import ServerStartError, free_port, kill_process, log_tail, stop_process
 from tests.harness.waiting import wait_until
 
 CLUSTER_BUS_OFFSET = 10000

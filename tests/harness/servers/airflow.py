@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airflow_ha.settings import ENV_SENSOR_SHARDS, ENV_SHARD_ORDINAL
-from tests.harness.local.hostname import ENV_INSTANCE
-from tests.harness.local.process import free_port, kill_process, log_tail, stop_process
+from tests.harness.servers.hostname import ENV_INSTANCE
+from tests.harness.servers.process import free_port, kill_process, log_tail, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 AIRFLOW = [sys.executable, "-m", "airflow"]
@@ -123,7 +123,7 @@ class LocalAirflow:
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.harness.local.hostname.instance_name",
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.harness.servers.hostname.instance_name",
                 "AIRFLOW__CORE__FERNET_KEY": self._secret("fernet", lambda: urlsafe_b64encode(os.urandom(32)).decode()),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",

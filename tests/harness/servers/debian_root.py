@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness.local.process import ServerStartError
+from tests.harness.servers.process import ServerStartError
 
 DEFAULT_SUITE = "unstable"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"

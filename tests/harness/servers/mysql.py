@@ -1,7 +1,7 @@
 """A real MySQL 9.7 server on 127.0.0.1 with an ``airflow`` database and user.
 
 The server is Debian unstable's ``mysqld`` 9.7 (``mysql-server-core``, the package the chart's image
-installs), run on this host from the cached root of :mod:`tests.harness.local.debian_root`. It gets its own
+installs), run on this host from the cached root of :mod:`tests.harness.servers.debian_root`. It gets its own
 data dir, socket and a free port; the data dir is made with ``--initialize-insecure`` and root then gets
 a password, so every later connection authenticates as the chart's do (``caching_sha2_password``). The
 process is a plain child: stopped or killed by its PID and started again on the same data.
@@ -15,8 +15,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness.local.debian_root import DebianRoot, server_root
-from tests.harness.local.process import ServerStartError, free_port, kill_process, log_tail, stop_process
+from tests.harness.servers.debian_root import DebianRoot, server_root
+from tests.harness.servers.process import ServerStartError, free_port, kill_process, log_tail, stop_process
 from tests.harness.waiting import wait_until
 
 MYSQL_PACKAGES = ("mysql-server-core", "mysql-client-core")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness.local import debian_root
-from tests.harness.local.debian_root import DebianRoot, RootUnavailable
+from tests.harness.servers import debian_root
+from tests.harness.servers.debian_root import DebianRoot, RootUnavailable
 
 STATUS = """Package: redis-server
 Status: install ok installed
