@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from airflow_ha.broker import keys
+from tests.harness.waiting import WaitTimeout, wait_until
 from tests.unit.broker.test_keys import QUEUES
 
 pytestmark = pytest.mark.integration
@@ -76,10 +77,10 @@ def test_kill_9_worker_mid_task_with_acks_late_runs_the_task_again(harness):
     first = harness.start_worker([queue], concurrency=1, name="doomed")
     app = harness.client()
     task = app.send_task(TASK, kwargs={"label": "crash", "sleep_once": 60}, queue=queue)
-    deadline = time.monotonic() + 60
-    while not any(e["kind"] == "start" and e["id"] == task.id for e in harness.events()):
-        assert time.monotonic() < deadline, first.log()[-3000:]
-        time.sleep(0.2)
+    try:
+        wait_until(lambda: any(e["kind"] == "start" and e["id"] == task.id for e in harness.events()), 60, "the start")
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}\n{first.log()[-3000:]}") from None
     first.kill9()  # mid-task: the task sleeps 60 s on its first run
     assert task.id not in harness.done_counts()
     harness.start_worker([queue], concurrency=1, name="survivor")
