@@ -22,6 +22,8 @@ register()
 
 from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG  # noqa: E402
 
+RESULT_STORE_RETRIES = 20
+
 
 def build(base: dict) -> dict:
     config = dict(base)
@@ -32,6 +34,14 @@ def build(base: dict) -> dict:
     config.setdefault("worker_enable_remote_control", True)
     # Keep trying to reach the cluster at start-up (pods start in any order); bad config still fails fast.
     config["broker_connection_retry_on_startup"] = base.get("broker_connection_retry_on_startup", True)
+    # A task's result goes to the metadata DB. Celery's database backend retries a failed store 3 times
+    # within about a second; a primary election or a lost proxy path takes longer, the result is then never
+    # stored, and the scheduler's CeleryExecutor keeps that task in its running set for good: one
+    # parallelism slot gone per lost result, until a scheduler sends nothing (found on the 3-node cluster:
+    # both schedulers at "0 open slots" after a split brain). Retry with Celery's backoff (10 ms doubling,
+    # at most 10 s apart) for about a minute instead.
+    config.setdefault("result_backend_always_retry", True)
+    config.setdefault("result_backend_max_retries", RESULT_STORE_RETRIES)
     return config
 
 

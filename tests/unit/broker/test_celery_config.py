@@ -20,7 +20,10 @@ from airflow_ha.broker.celery_config import CELERY_CONFIG
 conn = app.connection_for_write()
 print(json.dumps({"alias": TRANSPORT_ALIASES.get("rediscluster"), "broker_url": app.conf.broker_url,
                   "set": CELERY_CONFIG["broker_transport_options"], "effective": conn.transport.opts.as_dict(),
-                  "acks_late": app.conf.task_acks_late, "backend": CELERY_CONFIG["result_backend"]}))
+                  "acks_late": app.conf.task_acks_late, "backend": CELERY_CONFIG["result_backend"],
+                  # celery.backends.database keeps these only when set (else its own 3 quick retries)
+                  "store_retries": [app.conf.value_set_for("result_backend_max_retries"),
+                                    app.conf.result_backend_max_retries, app.conf.result_backend_always_retry]}))
 """
 
 
@@ -64,3 +67,11 @@ def test_url_query_beats_defaults_and_airflow_section_beats_url(tmp_path):
     assert user["replication_wait_policy"] == "warn"  # [celery_broker_transport_options] wins
     assert user["visibility_timeout"] == 7200
     assert user["poll_sweep_interval"] == 0.5  # what the user did not set still comes from the URL
+
+
+def test_a_result_store_outlasts_a_database_failover(tmp_path):
+    """Airflow's own Celery app stores results with about a minute of retries, not Celery's database
+    backend's 3 within a second (a lost result keeps an executor slot taken for good)."""
+    from airflow_ha.broker.celery_config import RESULT_STORE_RETRIES
+
+    assert load(tmp_path)["store_retries"] == [True, RESULT_STORE_RETRIES, True]
