@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,12 +325,11 @@ def pct(values, q: float) -> float:
 
 
 def wait_count(workers: WorkerSet, n: int, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if workers.count_runs() >= n:
-            return
+    def exited() -> str | None:
         for w in workers.workers:
             if w.proc.poll() is not None:
-                raise RuntimeError(f"worker {w.name} exited {w.proc.returncode} during {what}:\n{w.log()[-3000:]}")
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} ({workers.count_runs()}/{n} ran)")
+                return f"worker {w.name} exited {w.proc.returncode}:\n{w.log()[-3000:]}"
+        return None
+
+    wait_until(lambda: workers.count_runs() >= n, timeout, what, interval=0.05, abort=exited,
+               explain=lambda: f"{workers.count_runs()}/{n} ran")  # fmt: skip

@@ -49,6 +49,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.harness.waiting import WaitTimeout, wait_until
+
 from benchmarks._celery import TASK, PlainRedis, WorkerSet, client_app, redis_server, redis_version, roles, thaw_all
 
 
@@ -271,18 +273,20 @@ def soak_one(broker: str, args, base: Path, password: str) -> str:
             with contextlib.suppress(TimeoutError):
                 cluster.wait_healthy(120)
         # drain
-        drain_start = last_change = time.monotonic()
-        seen = -1
+        drain_start = time.monotonic()
         acked_set = set(acked)
-        while time.monotonic() - drain_start < args.drain_timeout:
+        progress = {"seen": -1, "at": drain_start}
+
+        def drained_or_stalled() -> bool:  # every acknowledged task ran, or none ran for drain_idle seconds
             runs = [r[0] for r in workers.runs()]
             if acked_set <= set(runs):
-                break
-            if len(runs) != seen:
-                seen, last_change = len(runs), time.monotonic()
-            elif time.monotonic() - last_change > args.drain_idle:
-                break
-            time.sleep(1.0)
+                return True
+            if len(runs) != progress["seen"]:
+                progress.update(seen=len(runs), at=time.monotonic())
+            return time.monotonic() - progress["at"] > args.drain_idle
+
+        with contextlib.suppress(WaitTimeout):  # what never ran is counted as lost below
+            wait_until(drained_or_stalled, args.drain_timeout, "the workers to drain", interval=1.0)
         drained = time.monotonic() - drain_start
         supervisor.stop_event.set()
         supervisor.join(5)

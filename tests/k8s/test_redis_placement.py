@@ -12,6 +12,7 @@ import pytest
 
 from airflow_ha.redis_ops.cluster_nodes import parse_cluster_nodes
 from airflow_ha.redis_ops.placement import colocated_pairs, crowded_nodes, topology
+from tests.harness.waiting import wait_until
 from tests.k8s.conftest import KUBECTL, Kube, Release, record, run
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(900)]
@@ -35,16 +36,20 @@ def _topology(kube: Kube, rel: Release):
 
 def _wait_placement(kube: Kube, rel: Release, timeout: float) -> tuple[list, float]:
     start = time.monotonic()
-    while True:
+    pairs: list = []
+
+    def placed():
         try:
             nodes = _topology(kube, rel)
-            pairs = colocated_pairs(nodes) + [(f"{c} masters", "-", node) for node, c in crowded_nodes(nodes).items()]
+            crowded = [(f"{c} masters", "-", node) for node, c in crowded_nodes(nodes).items()]
+            pairs[:] = colocated_pairs(nodes) + crowded
         except (AssertionError, ValueError) as exc:  # a pod restarting, a cluster still settling
-            nodes, pairs = [], [("?", "?", str(exc)[:200])]
-        if not pairs:
-            return nodes, time.monotonic() - start
-        assert time.monotonic() - start < timeout, f"after {timeout:.0f} s still co-located: {pairs}"
-        time.sleep(5)
+            nodes, pairs[:] = [], [("?", "?", str(exc)[:200])]
+        return None if pairs else (nodes,)
+
+    (nodes,) = wait_until(placed, timeout, "no master beside its replica", interval=5,
+                          explain=lambda: f"still co-located: {pairs}")  # fmt: skip
+    return nodes, time.monotonic() - start
 
 
 @pytest.fixture(scope="module")
@@ -97,10 +102,7 @@ def test_reconciler_repairs_a_replica_moved_onto_its_masters_node(kube: Kube, re
     replica, master = victim
     assert _redis_cli(release, replica.pod, "cluster", "replicate", master.node_id).strip() == "OK"
     start = time.monotonic()
-    deadline = start + 30
-    while not colocated_pairs(_topology(kube, release)):
-        assert time.monotonic() < deadline, "CLUSTER REPLICATE did not take effect"
-        time.sleep(1)
+    wait_until(lambda: colocated_pairs(_topology(kube, release)), 30, "CLUSTER REPLICATE to take effect", interval=1)
     record(
         "placement broken on purpose",
         f"{replica.pod} (node {replica.k8s_node}) now replicates {master.pod} on the same node "

@@ -38,21 +38,21 @@ def _ready(pod) -> bool:
 
 
 def test_every_pod_ready_and_migration_complete(kube: Kube, release: Release):
-    start = time.monotonic()
-    deadline = start + 900
-    while True:
+    waiting: list[str] = []  # what is not Ready yet, for the timeout's message
+
+    def settled():
         pods = _pods(kube, release)
         jobs = [
             j
             for j in kube.batch.list_namespaced_job(release.namespace, label_selector=release.selector).items
             if "migrat" in j.metadata.name
         ]
-        not_ready = [p.metadata.name for p in pods if not _ready(p)]
-        pending_jobs = [j.metadata.name for j in jobs if not condition_true(j, "Complete")]
-        if pods and not not_ready and not pending_jobs:
-            break
-        assert time.monotonic() < deadline, f"not Ready after 900 s: pods {not_ready}, jobs {pending_jobs}"
-        time.sleep(3)
+        waiting[:] = [p.metadata.name for p in pods if not _ready(p)]
+        waiting.extend(f"job/{j.metadata.name}" for j in jobs if not condition_true(j, "Complete"))
+        return (pods, jobs) if pods and not waiting else None
+
+    pods, jobs = wait_until(settled, 900, "every pod Ready and the migration Job Complete", interval=3,
+                            explain=lambda: f"not yet: {waiting}")  # fmt: skip
     components = sorted({p.metadata.labels.get("component", "?") for p in pods})
     nodes = sorted({p.spec.node_name for p in pods})
     record("pods Ready (this check)", f"{len(pods)} pods, components {components}, nodes {nodes}")
@@ -237,30 +237,37 @@ def test_wrong_broker_password_is_named_and_not_ready(kube: Kube, release: Relea
     )
     kube.core.create_namespaced_pod(release.namespace, pod)
     start = time.monotonic()
+    seen = {"log": ""}
+
+    def failure_named():
+        p = kube.core.read_namespaced_pod(name, release.namespace)
+        ready = any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        assert not ready, f"{name} became Ready with a wrong broker password"
+        statuses = p.status.container_statuses or []
+        restarts = sum(s.restart_count for s in statuses)
+        if any(s.state.running or s.state.terminated or s.restart_count for s in statuses):
+            logs = run([KUBECTL, "-n", release.namespace, "logs", name, "-c", worker.name], check=False).stdout
+            logs += run(
+                [KUBECTL, "-n", release.namespace, "logs", name, "-c", worker.name, "--previous"], check=False
+            ).stdout
+            seen["log"] = logs
+        events = kube.core.list_namespaced_event(release.namespace, field_selector=f"involvedObject.name={name}").items
+        unhealthy = [e.message for e in events if e.reason == "Unhealthy" and "Readiness" in (e.message or "")]
+        # Celery gives up on a broker that refuses the credentials (not retried: it can never work), so the
+        # container exits and restarts (CrashLoopBackOff); a probe that ran first says why too.
+        if "credentials" in seen["log"] and (restarts or unhealthy):
+            return unhealthy[-1] if unhealthy else f"container exited and restarted {restarts}x"
+        return None
+
     try:
-        log, signal = "", ""
-        while time.monotonic() - start < 300:
-            p = kube.core.read_namespaced_pod(name, release.namespace)
-            ready = any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-            assert not ready, f"{name} became Ready with a wrong broker password"
-            statuses = p.status.container_statuses or []
-            restarts = sum(s.restart_count for s in statuses)
-            if any(s.state.running or s.state.terminated or s.restart_count for s in statuses):
-                log = run([KUBECTL, "-n", release.namespace, "logs", name, "-c", worker.name], check=False).stdout
-                log += run(
-                    [KUBECTL, "-n", release.namespace, "logs", name, "-c", worker.name, "--previous"], check=False
-                ).stdout
-            events = kube.core.list_namespaced_event(
-                release.namespace, field_selector=f"involvedObject.name={name}"
-            ).items
-            unhealthy = [e.message for e in events if e.reason == "Unhealthy" and "Readiness" in (e.message or "")]
-            # Celery gives up on a broker that refuses the credentials (not retried: it can never work), so
-            # the container exits and restarts (CrashLoopBackOff); a probe that ran first says why too.
-            if "credentials" in log and (restarts or unhealthy):
-                signal = unhealthy[-1] if unhealthy else f"container exited and restarted {restarts}x"
-                break
-            time.sleep(5)
-        assert signal, f"no failure naming the problem within 300 s; log:\n{log[-3000:]}"
+        signal = wait_until(
+            failure_named,
+            300,
+            "a failure that names the wrong credentials",
+            interval=5,
+            explain=lambda: f"log:\n{seen['log'][-3000:]}",
+        )
+        log = seen["log"]
         line = next(line for line in log.splitlines() if "credentials" in line)
         assert "not-the-password" not in log, "the wrong password leaked into the log"
         # The readiness probe's own command, as the kubelet runs it, on a healthy worker given the wrong URL.

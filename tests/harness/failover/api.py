@@ -5,11 +5,14 @@ Authentication is the simple auth manager's JWT: ``POST /auth/token`` with usern
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import requests
+
+from tests.harness.waiting import WaitTimeout, wait_until
 
 TERMINAL_RUN_STATES = {"success", "failed"}
 
@@ -155,18 +158,20 @@ class AirflowAPI:
 
     def wait_for_runs(self, runs: list[tuple[str, str]], timeout: float) -> dict[tuple[str, str], str]:
         """Poll until every (dag_id, run_id) is terminal or ``timeout`` passes; returns the last states."""
-        deadline = time.monotonic() + timeout
         states: dict[tuple[str, str], str] = {}
-        while True:
+
+        def all_ended() -> bool:
             for key in runs:
                 if states.get(key) not in TERMINAL_RUN_STATES:
                     try:
                         states[key] = self.run_state(*key)
                     except (requests.RequestException, AirflowAPIError):
                         states[key] = "unreachable"  # api-server restarting: ask again
-            if all(s in TERMINAL_RUN_STATES for s in states.values()) or time.monotonic() > deadline:
-                return states
-            time.sleep(2)
+            return all(s in TERMINAL_RUN_STATES for s in states.values())
+
+        with contextlib.suppress(WaitTimeout):  # the caller judges the states it gets
+            wait_until(all_ended, timeout, f"{len(runs)} DAG runs to end", interval=2)
+        return states
 
 
 def _database_away(response: requests.Response) -> bool:

@@ -77,17 +77,17 @@ class PortForward:
             return False
 
     def address(self, timeout: float = 120) -> tuple[str, int]:
-        deadline = time.monotonic() + timeout
-        while True:
+        def answering() -> bool:
             if self.proc is None or self.proc.poll() is not None:
                 self._start()
                 time.sleep(0.5)
             if self._answers():
-                return "127.0.0.1", self.port
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"kubectl port-forward {self.service} did not answer within {timeout:.0f}s")
+                return True
             self.close()  # a forward whose pod went away accepts nothing: start a new one
-            time.sleep(1)
+            return False
+
+        wait_until(answering, timeout, f"kubectl port-forward {self.service} to answer", interval=1)
+        return "127.0.0.1", self.port
 
     def url(self, timeout: float = 120) -> str:
         host, port = self.address(timeout)

@@ -13,7 +13,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.servers.redis_cluster import RedisCluster
+from tests.harness.waiting import WaitTimeout, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -73,15 +73,17 @@ class Worker:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def exited(self) -> str | None:
+        return None if self.proc.poll() is None else f"worker {self.name} exited {self.proc.returncode}"
+
     def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if " ready." in self.log():
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker {self.name} exited {self.proc.returncode}:\n{self.log()[-4000:]}")
-            time.sleep(0.2)
-        raise AssertionError(f"worker {self.name} not ready after {timeout}s:\n{self.log()[-4000:]}")
+        wait_until(
+            lambda: " ready." in self.log(),
+            timeout,
+            f"worker {self.name} to be ready",
+            abort=self.exited,
+            explain=lambda: self.log()[-4000:],
+        )
 
     def kill9(self) -> None:
         """SIGKILL the worker and its pool children (the whole process group), as a lost pod."""
@@ -162,16 +164,26 @@ class CeleryHarness:
 
     def wait_done(self, ids, timeout: float = 120) -> Counter:
         ids = set(ids)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def missing() -> str:
+            gone = ids - set(self.done_counts())
+            logs = "\n".join(f"--- {w.name}\n{w.log()[-3000:]}" for w in self.workers)
+            return f"{len(gone)} of {len(ids)} tasks never completed, e.g. {sorted(gone)[:5]}\n{logs}"
+
+        def all_done() -> Counter | None:
             counts = self.done_counts()
-            if ids <= set(counts):
-                return counts
-            time.sleep(0.25)
-        counts = self.done_counts()
-        missing = ids - set(counts)
-        logs = "\n".join(f"--- {w.name}\n{w.log()[-3000:]}" for w in self.workers)
-        raise AssertionError(f"{len(missing)} of {len(ids)} tasks never completed, e.g. {sorted(missing)[:5]}\n{logs}")
+            return counts if ids <= set(counts) else None
+
+        if not ids:
+            return self.done_counts()
+
+        return wait_until(
+            all_done,
+            timeout,
+            f"{len(ids)} tasks to complete",
+            interval=0.25,
+            explain=missing,
+        )
 
     def stop(self) -> None:
         for worker in self.workers:
@@ -198,17 +210,35 @@ def own_cluster(tmp_path):
 
 def wait_replicas_in_sync(cluster: RedisCluster, timeout: float = 60) -> None:
     """Every replica finished its initial sync (WAIT can only succeed then)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def in_sync() -> bool:
         replicas = cluster.replica_nodes()
-        if (
-            replicas
+        return (
+            bool(replicas)
             and all(r.info("replication").get("master_link_status") == "up" for r in replicas)
             and all(
                 all(v.get("state") == "online" for k, v in m.info("replication").items() if k.startswith("slave"))
                 for m in cluster.master_nodes()
             )
-        ):
-            return
-        time.sleep(0.2)
-    raise AssertionError("replicas did not finish their initial sync")
+        )
+
+    wait_until(in_sync, timeout, "every replica to finish its initial sync")
+
+
+def drain_until(conn, done, timeout: float) -> None:
+    """Pump ``conn``'s events (its consumers' callbacks run) until ``done()`` or ``timeout`` passes; the
+    test then asserts what arrived (less than expected is a finding, not a harness error)."""
+
+    def pumped() -> bool:
+        with contextlib.suppress(TimeoutError):
+            conn.drain_events(timeout=0.5)
+        return done()
+
+    with contextlib.suppress(WaitTimeout):
+        if not done():
+            wait_until(pumped, timeout, "messages", interval=0)
+
+
+def drain(conn, got: list, n: int, timeout: float = 20.0) -> None:
+    """:func:`drain_until` ``got`` (appended to by the consumers' callbacks) holds ``n`` items."""
+    drain_until(conn, lambda: len(got) >= n, timeout)

@@ -8,13 +8,13 @@ processes on the migrated MariaDB; the chart's two settings select the broker:
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 import sqlalchemy as sa
 
 from tests.harness.servers.airflow import LocalAirflow
+from tests.harness.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -63,22 +63,25 @@ def test_celery_executor_runs_a_dag_through_the_cluster_broker(airflow_db, redis
         extra_env={"AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO", "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5"},
     )
     engine = sa.create_engine(sql_conn)
-    state = None
     try:
         local.start(kinds={"api-server", "dag-processor", "scheduler", "worker"})
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
+
+        def run_state():
             with engine.connect() as conn:
                 row = conn.execute(sa.text("SELECT state FROM dag_run WHERE dag_id = :d"), {"d": dag_id}).first()
-            state = row[0] if row else None
-            if state in ("success", "failed"):
-                break
+            return row[0] if row and row[0] in ("success", "failed") else None
+
+        def exited():
             for component in local.components:
                 if component.proc is not None and component.proc.poll() is not None:
-                    pytest.fail(f"{component.name} exited {component.proc.returncode}:\n{component.tail(60)}")
-            time.sleep(2)
-        tails = "\n".join(f"--- {c.name}\n{c.tail(40)}" for c in local.components if c.proc is not None)
-        assert state == "success", f"dag run state {state!r}\n{tails}"
+                    return f"{component.name} exited {component.proc.returncode}:\n{component.tail(60)}"
+            return None
+
+        def tails():
+            return "\n".join(f"--- {c.name}\n{c.tail(40)}" for c in local.components if c.proc is not None)
+
+        state = wait_until(run_state, 240, f"the {dag_id} run to finish", interval=2, abort=exited, explain=tails)
+        assert state == "success", f"dag run state {state!r}\n{tails()}"
         with engine.connect() as conn:
             tis = conn.execute(
                 sa.text("SELECT task_id, state, queue, hostname FROM task_instance WHERE dag_id = :d"), {"d": dag_id}

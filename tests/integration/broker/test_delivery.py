@@ -35,7 +35,7 @@ from airflow_ha.broker.url import parse
 from tests.harness.servers.process import free_port
 from tests.harness.servers.redis_cluster import CLUSTER_BUS_OFFSET, RedisCluster, RedisNode
 from tests.harness.waiting import wait_until
-from tests.integration.broker.conftest import wait_replicas_in_sync
+from tests.integration.broker.conftest import drain, wait_replicas_in_sync
 
 pytestmark = pytest.mark.integration
 airflow_ha.broker.register()
@@ -43,13 +43,6 @@ airflow_ha.broker.register()
 
 def _name(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
-
-
-def _drain(conn, got, n, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while len(got) < n and time.monotonic() < deadline:
-        with contextlib.suppress(TimeoutError):
-            conn.drain_events(timeout=0.5)
 
 
 def _scan(cluster: RedisCluster, pattern: str) -> dict[str, int]:
@@ -199,7 +192,7 @@ def test_queue_delete_deletes_its_unacked_hash_index_and_wake_list(redis_cluster
             producer.publish({"i": i}, exchange=queue.exchange, routing_key=name, declare=[queue])
         got = []
         with Consumer(conn, [queue], callbacks=[lambda body, m: got.append(m)], prefetch_count=2):
-            _drain(conn, got, 2)
+            drain(conn, got, 2)
             assert len(got) == 2  # two unacked, two waiting with their wake tokens
             present = _tagged_keys(redis_cluster, name)
             assert {keys.unacked(name), keys.unacked_index(name), keys.wake_list(name)} <= set(present), present
@@ -231,7 +224,7 @@ def test_restored_message_is_marked_redelivered(redis_cluster):
         Producer(conn).publish({"n": 1}, routing_key=queue.name, declare=[queue])
         first = []
         with Consumer(conn, [queue], callbacks=[lambda body, m: first.append(m)]):
-            _drain(conn, first, 1)
+            drain(conn, first, 1)
     # closed without ack: restored to the head of the queue
     assert len(first) == 1
     assert not first[0].delivery_info.get("redelivered")
@@ -239,7 +232,7 @@ def test_restored_message_is_marked_redelivered(redis_cluster):
     with Connection(url) as conn:
         again = []
         with Consumer(conn, [queue], callbacks=[lambda body, m: (again.append(m), m.ack())]):
-            _drain(conn, again, 1)
+            drain(conn, again, 1)
     assert len(again) == 1 and again[0].payload == {"n": 1}
     assert again[0].delivery_info["redelivered"] is True
     assert again[0].headers["redelivered"] is True
@@ -265,7 +258,7 @@ def test_ack_shortfall_does_not_switch_off_wait_for_publishes_under_raise(own_cl
             producer.publish({"i": i}, routing_key=queue.name, declare=[queue])  # in sync: acknowledged
         got = []
         with Consumer(conn, [queue], callbacks=[lambda body, m: got.append(m)], prefetch_count=2):
-            _drain(conn, got, 2)
+            drain(conn, got, 2)
             assert len(got) == 2
             os.kill(replica.proc.pid, signal.SIGSTOP)
             try:
@@ -308,7 +301,7 @@ def test_close_with_unacked_messages_on_a_frozen_master_returns_within_socket_ti
         got = []
         consumer = Consumer(conn, [queue], callbacks=[lambda body, m: got.append(m)], prefetch_count=n)
         consumer.consume()
-        _drain(conn, got, n)
+        drain(conn, got, n)
         assert len(got) == n
         os.kill(master.proc.pid, signal.SIGSTOP)
         try:
@@ -326,7 +319,7 @@ def test_close_with_unacked_messages_on_a_frozen_master_returns_within_socket_ti
             Connection(cluster.url(), transport_options={**opts, "visibility_timeout": 1}) as conn2,
             Consumer(conn2, [queue], callbacks=[on_back]),
         ):
-            _drain(conn2, back, n, timeout=30)
+            drain(conn2, back, n, timeout=30)
         assert sorted(back) == list(range(n))
     finally:
         cluster.stop()
@@ -351,7 +344,7 @@ def test_an_ack_an_outage_held_back_frees_the_slot_and_is_sent_once_the_master_a
             got = []
             consumer = Consumer(conn, [queue], callbacks=[lambda body, m: got.append(m)], prefetch_count=1)
             consumer.consume()
-            _drain(conn, got, 1)
+            drain(conn, got, 1)
             assert [m.payload["i"] for m in got] == [0]
             os.kill(master.proc.pid, signal.SIGSTOP)
             try:
@@ -361,7 +354,7 @@ def test_an_ack_an_outage_held_back_frees_the_slot_and_is_sent_once_the_master_a
                 assert conn.default_channel._late_acks, "the ack should be held back"
             finally:
                 os.kill(master.proc.pid, signal.SIGCONT)
-            _drain(conn, got, 2, timeout=30)  # the freed slot takes the next message
+            drain(conn, got, 2, timeout=30)  # the freed slot takes the next message
             assert [m.payload["i"] for m in got] == [0, 1]
             got[1].ack()
             wait_until(lambda: not conn.default_channel._late_acks, 30, "the held-back ack sent")
@@ -541,7 +534,7 @@ def test_nodes_without_slots_are_retried_until_the_cluster_is_created(tmp_path, 
             Producer(conn).publish({"ok": 1}, routing_key=queue.name, declare=[queue])
             got = []
             with Consumer(conn, [queue], callbacks=[lambda b, m: (got.append(b), m.ack())]):
-                _drain(conn, got, 1)
+                drain(conn, got, 1)
             assert got == [{"ok": 1}]
         finally:
             conn.release()
@@ -564,7 +557,7 @@ def test_url_encoded_password_with_special_characters_authenticates(tmp_path, re
             Producer(conn).publish({"ok": 1}, routing_key=queue.name, declare=[queue])
             got = []
             with Consumer(conn, [queue], callbacks=[lambda b, m: (got.append(b), m.ack())]):
-                _drain(conn, got, 1)
+                drain(conn, got, 1)
         assert got == [{"ok": 1}]
 
 
@@ -590,21 +583,21 @@ def test_selectors_poll_past_fd_1024_and_wake_pipe_closed_with_the_connection(re
         for round_ in range(2):  # connect, consume, close; then the same Connection again
             conn.ensure_connection(max_retries=3)
             transport = conn.transport  # kombu makes a new Transport on reconnect
-            drain = transport.drain
-            assert drain is not None and drain._wake_r >= 0 and drain._wake_w >= 0
-            os.fstat(drain._wake_r)
+            loop = transport.drain
+            assert loop is not None and loop._wake_r >= 0 and loop._wake_w >= 0
+            os.fstat(loop._wake_r)
             Producer(conn).publish({"round": round_}, routing_key=queue.name, declare=[queue])
             got = []
             with Consumer(conn, [queue], callbacks=[lambda b, m, got=got: (got.append(b), m.ack())]):
-                _drain(conn, got, 1)
+                drain(conn, got, 1)
                 with contextlib.suppress(TimeoutError):
                     conn.drain_events(timeout=0.3)  # idle: the waiter blocks on the wake list now
-                socks = [w.sock.fileno() for w in drain._waiters.values() if w.sock is not None]
+                socks = [w.sock.fileno() for w in loop._waiters.values() if w.sock is not None]
             assert got == [{"round": round_}]
             assert socks and min(socks) > 1024, socks
             conn.close()
             assert transport.drain is None
-            assert drain._wake_r == drain._wake_w == -1
+            assert loop._wake_r == loop._wake_w == -1
             leaked = _open_fds() - before
             assert not leaked, {
                 fd: os.readlink(f"/proc/self/fd/{fd}") for fd in leaked if os.path.exists(f"/proc/self/fd/{fd}")
@@ -706,7 +699,7 @@ def test_a_backlog_keeps_one_wake_token_on_its_master_and_none_on_the_replica(re
         assert applied == 20, applied  # one LPUSH per publish, nothing else
         got = []
         with Consumer(conn, [queue], callbacks=[lambda body, m: (got.append(body["i"]), m.ack())], prefetch_count=1):
-            _drain(conn, got, 21)
+            drain(conn, got, 21)
     assert got == list(range(-1, 20))
     assert _tagged_keys(cluster, queue.name) == []  # no stale token, nothing unacked
 
@@ -742,7 +735,7 @@ def test_an_idle_consumer_looks_with_exists_and_reads_what_a_lost_token_left(red
                 m.lpush(keys.priority_list(queue.name, 0), item)
                 assert not m.exists(keys.wake_list(queue.name))
             started = time.monotonic()
-            _drain(conn, got, 1, timeout=10)
+            drain(conn, got, 1, timeout=10)
             found_after = time.monotonic() - started
     print(f"\nidle 2 s at poll_sweep_interval 0.2: {looks} EXISTS, {scripts} scripts; a tokenless message after "
           f"{found_after:.2f}s")  # fmt: skip
@@ -771,7 +764,7 @@ def test_scripts_flushed_on_the_masters_are_loaded_again_without_wait(redis_clus
                     m.script_flush()
             on_message = lambda body, m, got=got: (got.append(body["i"]), m.ack())  # noqa: E731
             with Consumer(conn, [queue], callbacks=[on_message]):
-                _drain(conn, got, 2)
+                drain(conn, got, 2)
         assert got == [0, 1], (wait, got)
         assert _tagged_keys(cluster, queue.name) == []
 
@@ -805,6 +798,6 @@ def test_master_crash_and_fast_restart_keeps_every_acknowledged_publish(own_clus
         Connection(cluster.url()) as conn,
         Consumer(conn, [queue], callbacks=[lambda body, m: (got.append(body["i"]), m.ack())]),
     ):
-        _drain(conn, got, sent, timeout=60)
+        drain(conn, got, sent, timeout=60)
     print(f"\nmaster down {down_for * 1000:.0f} ms (node timeout {cluster.node_timeout_ms} ms): {len(set(got))}/{sent}")
     assert sorted(set(got)) == list(range(sent))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import threading
-import time
 
 import pytest
 from kombu import Connection, Consumer, Exchange, Producer, Queue
@@ -16,6 +14,7 @@ from airflow_ha.broker import keys
 from airflow_ha.broker.errors import BrokerAuthError, BrokerClusterError, BrokerUnavailable
 from airflow_ha.broker.url import BrokerURLError
 from tests.harness.servers.process import free_port
+from tests.integration.broker.conftest import drain
 
 pytestmark = pytest.mark.integration
 airflow_ha.broker.register()
@@ -23,13 +22,6 @@ airflow_ha.broker.register()
 
 def _name(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
-
-
-def _drain(conn, got, n, timeout=20):
-    deadline = time.monotonic() + timeout
-    while len(got) < n and time.monotonic() < deadline:
-        with contextlib.suppress(TimeoutError):
-            conn.drain_events(timeout=1)
 
 
 def _no_hang(fn, limit=60):
@@ -59,7 +51,7 @@ def test_priority_zero_served_first_like_kombu_redis(redis_cluster):
                              declare=[queue], priority=pri)  # fmt: skip
         got = []
         with Consumer(conn, [queue], callbacks=[lambda body, m: (got.append(body), m.ack())]):
-            _drain(conn, got, len(order))
+            drain(conn, got, len(order))
     steps = [keys.step_for(b["pri"]) for b in got]
     assert steps == sorted(steps), got  # step 0 (priorities 0-2) first, then 3-5, 6-8, 9
     # FIFO inside a step
@@ -75,14 +67,14 @@ def test_prefetch_is_honoured_and_ack_frees_a_slot(redis_cluster):
         got = []
         with Consumer(conn, [queue], callbacks=[lambda body, m: got.append(m)]) as consumer:
             consumer.qos(prefetch_count=2)
-            _drain(conn, got, 5, timeout=4)  # only 2 may arrive while none is acked
+            drain(conn, got, 5, timeout=4)  # only 2 may arrive while none is acked
             assert len(got) == 2
             got[0].ack()
-            _drain(conn, got, 3, timeout=10)
+            drain(conn, got, 3, timeout=10)
             assert len(got) == 3
             for m in got[1:]:
                 m.ack()
-            _drain(conn, got, 5, timeout=10)
+            drain(conn, got, 5, timeout=10)
             assert [m.payload["i"] for m in got] == [0, 1, 2, 3, 4]
             for m in got[3:]:
                 m.ack()
@@ -96,9 +88,9 @@ def test_reject_requeue_and_restore_at_close(redis_cluster):
         Producer(conn).publish({"n": 1}, routing_key=queue.name, declare=[queue])
         got = []
         with Consumer(conn, [queue], callbacks=[lambda body, m: got.append(m)]):
-            _drain(conn, got, 1)
+            drain(conn, got, 1)
             got[0].reject(requeue=True)
-            _drain(conn, got, 2)
+            drain(conn, got, 2)
         assert len(got) == 2 and got[1].payload == {"n": 1}
         # got[1] is neither acked nor rejected: closing the connection restores it (warm shutdown path)
     with Connection(url) as conn:
@@ -117,7 +109,7 @@ def test_visibility_timeout_restores_unacked_of_a_dead_consumer(redis_cluster):
     got = []
     consumer = Consumer(dead, [queue], callbacks=[lambda body, m: got.append(m)])
     consumer.consume()
-    _drain(dead, got, 1)
+    drain(dead, got, 1)
     assert len(got) == 1
     # simulate a crash: the connection vanishes without ack and without the shutdown restore
     dead.default_channel.qos.restore_at_shutdown = False
@@ -126,7 +118,7 @@ def test_visibility_timeout_restores_unacked_of_a_dead_consumer(redis_cluster):
     with Connection(url, transport_options=opts) as conn:
         again = []
         with Consumer(conn, [queue], callbacks=[lambda body, m: (again.append(body), m.ack())]):
-            _drain(conn, again, 1, timeout=30)
+            drain(conn, again, 1, timeout=30)
     assert again == [{"n": 7}]
 
 
@@ -145,8 +137,8 @@ def test_fanout_reaches_every_bound_consumer(redis_cluster):
                     conn.drain_events(timeout=0.5)
             with Connection(url) as publisher:
                 Producer(publisher).publish({"hello": "all"}, exchange=exchange)
-            _drain(c1, got1, 1)
-            _drain(c2, got2, 1)
+            drain(c1, got1, 1)
+            drain(c2, got2, 1)
     assert got1 == got2 == [{"hello": "all"}]
 
 
@@ -243,7 +235,7 @@ def test_consumer_is_woken_by_wake_tokens_on_every_master(redis_cluster):
                 producer = Producer(publisher)
                 for q in names:
                     producer.publish({"q": q}, routing_key=q)
-            _drain(conn, got, len(names), timeout=30)
+            drain(conn, got, len(names), timeout=30)
     assert sorted(b["q"] for b in got) == sorted(names)
 
 

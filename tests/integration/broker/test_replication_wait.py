@@ -8,10 +8,8 @@ the publisher was told "ok" for messages the new master never had: lost. With ``
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import time
 
 import pytest
 from kombu import Connection, Consumer, Producer, Queue
@@ -20,7 +18,7 @@ import airflow_ha.broker
 from airflow_ha.broker import keys
 from airflow_ha.broker.errors import ReplicationWaitError
 from tests.harness.waiting import wait_until
-from tests.integration.broker.conftest import wait_replicas_in_sync
+from tests.integration.broker.conftest import drain_until, wait_replicas_in_sync
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 airflow_ha.broker.register()
@@ -67,10 +65,7 @@ def test_writes_unreplicated_at_failover(own_cluster, wait_replicas):
         Connection(cluster.url(), transport_options=opts) as conn,
         Consumer(conn, [Queue(QUEUE)], callbacks=callbacks),
     ):
-        end = time.monotonic() + 5
-        while time.monotonic() < end:
-            with contextlib.suppress(TimeoutError):
-                conn.drain_events(timeout=1)
+        drain_until(conn, lambda: set(acknowledged) <= set(received), timeout=5)
     lost = sorted(set(acknowledged) - set(received))
     print(f"\nreplication_wait_replicas={wait_replicas}: acknowledged={len(acknowledged)} refused={len(refused)} "
           f"received={len(received)} lost_after_ack={len(lost)}")  # fmt: skip
