@@ -13,8 +13,11 @@ ENV_SENSOR_SHARDS = "AIRFLOW_HA_SENSOR_SHARDS"  # number of smart-sensor shard p
 ENV_VIRTUAL_SHARDS = "AIRFLOW_HA_VIRTUAL_SHARDS"  # fixed number of virtual shards hashcodes map onto
 ENV_SHARD_ORDINAL = "AIRFLOW_HA_SENSOR_SHARD_ORDINAL"  # this shard's ordinal; else from the pod hostname
 
+ENV_POKE_TIMEOUT = "AIRFLOW_HA_SENSOR_POKE_TIMEOUT"  # seconds one batch's poke may take before it is "slow"
+
 DEFAULT_SENSOR_SHARDS = 2
 DEFAULT_VIRTUAL_SHARDS = 64
+DEFAULT_POKE_TIMEOUT = 30.0
 
 
 class SettingsError(ValueError):
@@ -31,6 +34,20 @@ def _positive_int(name: str, default: int) -> int:
         raise SettingsError(f"{name}={raw!r} is not an integer") from None
     if value < 1:
         raise SettingsError(f"{name}={value} must be at least 1")
+    return value
+
+
+def poke_timeout() -> float:
+    """Seconds one poke (one directory listing, one query) may run before its targets read "slow"."""
+    raw = os.environ.get(ENV_POKE_TIMEOUT)
+    if raw is None or raw == "":
+        return DEFAULT_POKE_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{ENV_POKE_TIMEOUT}={raw!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):  # nan and inf fail here too
+        raise SettingsError(f"{ENV_POKE_TIMEOUT}={raw} must be more than 0 seconds, and finite")
     return value
 
 

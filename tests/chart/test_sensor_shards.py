@@ -32,6 +32,7 @@ def test_sensor_shard_groups_are_deployments_of_two_spread_pods(default):
         assert env["AIRFLOW_HA_SENSOR_SHARD_ORDINAL"]["value"] == str(g)
         assert env["AIRFLOW_HA_SENSOR_SHARDS"]["value"] == "2"
         assert env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"]["value"] == "8794"
+        assert env["AIRFLOW_HA_SENSOR_POKE_TIMEOUT"]["value"] == "30"  # read by the poke hub (settings.poke_timeout)
         assert ports(c) == {8794}
         preferred = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
         term = preferred[0]["podAffinityTerm"]
@@ -55,6 +56,7 @@ def test_sensor_shard_group_values(render):
         "sensorShards.podAntiAffinity=required",
         "sensorShards.nodeLossTolerationSeconds=5",
         "sensorShards.logServerPort=9000",
+        "sensorShards.pokeTimeoutSeconds=120",
     )
     groups = shard_groups(rendered)
     assert sorted(groups) == [0, 1, 2]
@@ -65,6 +67,7 @@ def test_sensor_shard_group_values(render):
         assert term["labelSelector"]["matchLabels"]["airflow-ha/sensor-shard-group"] == str(g)
         assert node_loss_tolerations(spec) == {(key, 5) for key in NODE_LOSS}
         assert ports(container(spec, "sensor-shard")) == {9000}
+        assert env_of(container(spec, "sensor-shard"))["AIRFLOW_HA_SENSOR_POKE_TIMEOUT"]["value"] == "120"
     env = env_of(pod(rendered, "Deployment", f"{R}-scheduler")["containers"][0])
     assert env["AIRFLOW_HA_SENSOR_SHARDS"]["value"] == "3"  # groups, not pods
 

@@ -37,3 +37,17 @@ def test_bad_values_name_the_variable(monkeypatch, shards, virtual, message):
     monkeypatch.setenv(ENV_VIRTUAL_SHARDS, virtual)
     with pytest.raises(SettingsError, match=message):
         ShardSettings.from_env()
+
+
+def test_poke_timeout_defaults_and_rejects_values_that_cannot_work(monkeypatch):
+    from airflow_ha.settings import DEFAULT_POKE_TIMEOUT, ENV_POKE_TIMEOUT, SettingsError, poke_timeout
+
+    monkeypatch.delenv(ENV_POKE_TIMEOUT, raising=False)
+    assert poke_timeout() == DEFAULT_POKE_TIMEOUT
+    monkeypatch.setenv(ENV_POKE_TIMEOUT, "120")
+    assert poke_timeout() == 120.0
+    bad_values = (("soon", "is not a number"), ("0", "more than 0 seconds"), ("nan", "more than 0"), ("inf", "finite"))
+    for bad, why in bad_values:
+        monkeypatch.setenv(ENV_POKE_TIMEOUT, bad)
+        with pytest.raises(SettingsError, match=f"{ENV_POKE_TIMEOUT}='?{bad}'? .*{why}"):
+            poke_timeout()

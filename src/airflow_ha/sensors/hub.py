@@ -7,6 +7,15 @@ batch key (one directory, one connection + table) are answered by one ``Poker.po
 a worker thread so the triggerer's event loop never blocks on I/O. When an entry turns ready every
 waiter is released at once.
 
+Every batch is poked on its own, with its own timeout (``AIRFLOW_HA_SENSOR_POKE_TIMEOUT``, 30 s): a listing
+that hangs on a hard-mounted NFS directory or a query stuck on a lock delays only its own targets. After
+the timeout its targets read "poke still running after N s" in the sensor list; the hung call keeps its
+thread, and that batch is not poked again until it returns, so a hung mount holds one thread, not one per
+interval. A waiter whose deadline passed before its target was poked (its shard was away) gets one poke
+before it times out, as Airflow 2.2's smart sensor poked before judging the timeout. A result the poker
+marks ``permanent`` (a missing connection or table, no permission) releases the waiters at once: their
+tasks fail with the cause instead of waiting out their timeout.
+
 A hub lives as long as its event loop; :func:`get_hub` returns the one for the running loop.
 
 Each shard group runs in two (or more) triggerer processes, its *replicas*: Airflow hands a trigger to
@@ -25,16 +34,19 @@ import os
 import socket
 import time
 from collections import Counter, defaultdict
+from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_ha.sensors.pokers import Poker, PokeResult, get_poker
 from airflow_ha.sensors.status import PokeRecord, StatusStore
-from airflow_ha.settings import ENV_SHARD_ORDINAL
+from airflow_ha.settings import ENV_SHARD_ORDINAL, poke_timeout
 
 log = logging.getLogger(__name__)
 
 MIN_INTERVAL = 0.2  # seconds; a floor so a mistaken poke_interval=0 cannot spin a shard
+POKE_THREADS = 32  # batches poked at once; a hung batch holds one until its call returns
 
 
 def _next_tick(now: float, interval: float) -> float:
@@ -52,7 +64,8 @@ class Entry:
     last: PokeResult | None = None
     last_poke_at: float | None = None
     pokes: int = 0
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # ready, or failed for good: release waiters
+    poked: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) after each poke
 
     @property
     def waiters(self) -> int:
@@ -61,6 +74,11 @@ class Entry:
     @property
     def interval(self) -> float:
         return max(MIN_INTERVAL, min(self.intervals))
+
+    @property
+    def group(self) -> tuple[str, Hashable]:
+        """The batch this entry is poked in: one ``poke_batch`` call per group."""
+        return self.poker.kind, self.poker.batch_key(self.target)
 
 
 def shard_label() -> str:
@@ -80,35 +98,53 @@ def replica_label() -> str:
 
 
 class PokeHub:
-    def __init__(self, status: StatusStore | None = None, shard: str | None = None, replica: str | None = None) -> None:
+    def __init__(
+        self,
+        status: StatusStore | None = None,
+        shard: str | None = None,
+        replica: str | None = None,
+        poke_timeout_seconds: float | None = None,
+    ) -> None:
         self.entries: dict[int, Entry] = {}
         self.status = status
         self.shard = shard or shard_label()
         self.replica = replica or replica_label()
+        self.poke_timeout = poke_timeout() if poke_timeout_seconds is None else poke_timeout_seconds
         self.pokes: Counter = Counter()  # kind -> targets poked (one per entry per tick)
         self.batches: Counter = Counter()  # kind -> poke_batch calls
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._inflight: dict[tuple[str, Hashable], asyncio.Task] = {}  # group -> its running poke
+        self._executor = ThreadPoolExecutor(max_workers=POKE_THREADS, thread_name_prefix="airflow-ha-poke")
+        self._unrecorded: list[PokeRecord] = []
+        self._unrecorded_batches: Counter = Counter()
 
     # -- waiters ---------------------------------------------------------------------------------
     async def wait_ready(
         self, kind: str, target: dict[str, Any], hashcode: int, interval: float, timeout: float | None = None
     ) -> PokeResult:
-        """The poke result that found the target ready, or after ``timeout`` seconds the last one seen.
-
-        ``result.ready`` tells which; a target never poked before the timeout reads "never poked".
+        """The poke result that found the target ready (or failed for good: ``result.permanent``), or after
+        ``timeout`` seconds the last one seen. A target not poked since this waiter came is poked once
+        before the timeout is judged, however little time was left.
         """
         entry = self.entries.get(hashcode)
         if entry is None:
             entry = self.entries[hashcode] = Entry(hashcode, get_poker(kind), target, next_due=time.monotonic())
         entry.intervals[float(interval)] += 1
+        pokes_before = entry.pokes
         self._ensure_loop()
         self._wake.set()
         try:
-            await asyncio.wait_for(entry.ready.wait(), timeout)
-            return entry.last
-        except TimeoutError:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(entry.ready.wait(), timeout)
+                return entry.last
+            if entry.pokes == pokes_before:  # the deadline passed while nobody poked it: poke, then judge
+                poked = entry.poked
+                entry.next_due = min(entry.next_due, time.monotonic())
+                self._wake.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(poked.wait(), self.poke_timeout + 1)
             return entry.last if entry.last is not None else PokeResult(False, "never poked")
         finally:
             entry.intervals[float(interval)] -= 1
@@ -122,63 +158,99 @@ class PokeHub:
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="airflow-ha-poke-hub")
 
-    async def _run(self) -> None:
-        while self.entries:
-            now = time.monotonic()
-            due = [e for e in self.entries.values() if e.next_due <= now and not e.ready.is_set()]
-            if due:
-                await self.poke(due)
-            pending = [e.next_due for e in self.entries.values() if not e.ready.is_set()]
-            if not pending:
-                await asyncio.sleep(0.05)  # released waiters are removing their entries
-                continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, min(pending) - time.monotonic()))
+    def _waiting(self) -> list[Entry]:
+        """Entries still waiting whose group has no poke running."""
+        return [e for e in self.entries.values() if not e.ready.is_set() and e.group not in self._inflight]
 
-    async def poke(self, due: list[Entry]) -> None:
-        """Poke every due entry: one ``poke_batch`` call per (kind, batch key), run concurrently."""
-        groups: dict[tuple, list[Entry]] = defaultdict(list)
+    async def _run(self) -> None:
+        while self.entries or self._inflight:
+            now = time.monotonic()
+            due = [e for e in self._waiting() if e.next_due <= now]
+            if due:
+                self.start_pokes(due)
+            await self._flush_status()
+            pending = [e.next_due for e in self._waiting()]
+            self._wake.clear()
+            # nothing due: sleep until the next tick, or until a poke ends or a waiter comes (_wake)
+            sleep = max(0.0, min(pending) - time.monotonic()) if pending else 0.5
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=sleep)
+        await self._flush_status()
+
+    def start_pokes(self, due: list[Entry]) -> list[asyncio.Task]:
+        """Start one poke per group of the due entries (one ``poke_batch`` call each), each on its own."""
+        groups: dict[tuple[str, Hashable], list[Entry]] = defaultdict(list)
         for entry in due:
-            groups[(entry.poker.kind, entry.poker.batch_key(entry.target))].append(entry)
-        outcomes = await asyncio.gather(
-            *(asyncio.to_thread(self._poke_group, entries) for entries in groups.values()), return_exceptions=True
-        )
-        poked_at = time.time()
-        records = []
-        batches: Counter = Counter()
-        for entries, outcome in zip(groups.values(), outcomes, strict=True):
-            kind = entries[0].poker.kind
-            batches[kind] += 1
-            if isinstance(outcome, BaseException):  # a poker bug must not kill the hub: report and retry
-                log.exception("poke of %d %s target(s) raised", len(entries), kind, exc_info=outcome)
-                outcome = [PokeResult(False, f"poke raised {outcome!r}", error=True)] * len(entries)
-            for entry, result in zip(entries, outcome, strict=True):
-                entry.last, entry.last_poke_at = result, poked_at
-                entry.pokes += 1
-                entry.next_due = _next_tick(time.monotonic(), entry.interval)
-                self.pokes[kind] += 1
-                records.append(
-                    PokeRecord(
-                        entry.hashcode,
-                        kind,
-                        entry.poker.describe(entry.target),
-                        self.shard,
-                        poked_at,
-                        result.ready,
-                        result.detail,
-                        entry.waiters,
-                        self.replica,
-                    )
+            groups[entry.group].append(entry)
+        loop = asyncio.get_running_loop()
+        tasks = []
+        for group, entries in groups.items():
+            task = self._inflight[group] = loop.create_task(self._poke_group(group, entries))
+            tasks.append(task)
+        return tasks
+
+    async def _poke_group(self, group: tuple[str, Hashable], entries: list[Entry]) -> None:
+        kind = group[0]
+        call = asyncio.get_running_loop().run_in_executor(self._executor, self._call_poker, entries)
+        try:
+            try:
+                results = await asyncio.wait_for(asyncio.shield(call), self.poke_timeout)
+            except TimeoutError:
+                names = ", ".join(e.poker.describe(e.target) for e in entries[:3])
+                log.warning("poke of %d %s target(s) (%s) still running after %gs", len(entries), kind, names,
+                            self.poke_timeout)  # fmt: skip
+                slow = PokeResult(
+                    False, f"poke still running after {self.poke_timeout:g}s (slow or hung)", error=True, slow=True
                 )
-                if result.ready:
-                    entry.ready.set()
-        self.batches.update(batches)
+                self._apply(kind, entries, [slow] * len(entries))
+                results = await call  # the group stays in flight until the call returns: one thread per hung group
+        except Exception as exc:  # a poker bug must not kill the hub: report and poke again next interval
+            log.exception("poke of %d %s target(s) raised", len(entries), kind, exc_info=exc)
+            results = [PokeResult(False, f"poke raised {exc!r}", error=True)] * len(entries)
+        finally:
+            self._inflight.pop(group, None)
+            self._wake.set()
+        self._apply(kind, entries, results)
+
+    def _apply(self, kind: str, entries: list[Entry], results: list[PokeResult]) -> None:
+        poked_at = time.time()
+        self.batches[kind] += 1
+        self._unrecorded_batches[kind] += 1
+        for entry, result in zip(entries, results, strict=True):
+            entry.last, entry.last_poke_at = result, poked_at
+            entry.pokes += 1
+            entry.next_due = _next_tick(time.monotonic(), entry.interval)
+            self.pokes[kind] += 1
+            self._unrecorded.append(
+                PokeRecord(
+                    entry.hashcode,
+                    kind,
+                    entry.poker.describe(entry.target),
+                    self.shard,
+                    poked_at,
+                    result.ready,
+                    result.detail,
+                    entry.waiters,
+                    self.replica,
+                    result.state,
+                )
+            )
+            if result.ready or result.permanent:
+                entry.ready.set()
+            entry.poked.set()
+            entry.poked = asyncio.Event()
+        self._wake.set()
+
+    async def _flush_status(self) -> None:
+        if not self._unrecorded:
+            return
+        records, batches = self._unrecorded, dict(self._unrecorded_batches)
+        self._unrecorded, self._unrecorded_batches = [], Counter()
         if self.status is not None:
-            await asyncio.to_thread(self.status.record, records, self.shard, dict(batches), self.replica)
+            await asyncio.to_thread(self.status.record, records, self.shard, batches, self.replica)
 
     @staticmethod
-    def _poke_group(entries: list[Entry]) -> list[PokeResult]:
+    def _call_poker(entries: list[Entry]) -> list[PokeResult]:
         results = entries[0].poker.poke_batch([e.target for e in entries])
         if len(results) != len(entries):
             raise RuntimeError(f"{entries[0].poker.kind} poker returned {len(results)} results for {len(entries)}")

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
 from airflow_ha.sensors.errors import SensorConfigError
 from airflow_ha.sensors.hashcode import hashcode
@@ -36,6 +36,11 @@ def _queues_enabled() -> bool:
     from airflow.configuration import conf
 
     return conf.getboolean("triggerer", "queues_enabled", fallback=False)
+
+
+class SensorTargetError(AirflowException):
+    """A shard found that waiting cannot help (no such connection or table, no permission): the task fails
+    at once with the cause; ``retries`` apply as for any failure (the cause may be fixed meanwhile)."""
 
 
 class SmartSensor(BaseSensorOperator):
@@ -117,6 +122,8 @@ class SmartSensor(BaseSensorOperator):
             raise AirflowSensorTimeout(
                 f"{event.get('description')} not ready after {self.timeout:.0f} s; last poke: {event.get('last_poke')}"
             )
+        if event.get("status") == "error":
+            raise SensorTargetError(f"{event.get('description')} cannot be poked: {event.get('error')}")
         raise SensorConfigError(f"{self.task_id}: unexpected trigger event {event!r}")
 
     def poke(self, context) -> bool:

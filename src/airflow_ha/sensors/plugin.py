@@ -61,6 +61,7 @@ body {{ font-family: system-ui, sans-serif; margin: 1rem; }}
 table {{ border-collapse: collapse; width: 100%; font-size: 0.9rem; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 0.35rem 0.5rem; text-align: left; vertical-align: top; }}
 th {{ background: #f4f4f5; }} .ready {{ color: #15803d; }} .waiting {{ color: #a16207; }} .unknown {{ color: #71717a; }}
+.retrying, .slow {{ color: #c2410c; }} .failed {{ color: #b91c1c; font-weight: 600; }}
 </style></head><body>
 <h2>Smart sensors waiting: {total} task(s) on {len(groups)} target(s)</h2>
 <p>One row per hashcode: every task waiting on the same target shares one poke per interval.</p>

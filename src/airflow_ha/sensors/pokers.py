@@ -6,7 +6,10 @@ before it waits. ``batch_key`` groups targets that one call can answer, and ``po
 group with one listing or one query: that is how a shard with 500 waiting sensors on 50 targets in 3
 directories does 3 directory listings per interval, not 500 ``stat`` calls.
 
-``poke_batch`` is synchronous (file system, DB-API drivers); the hub runs it in a thread.
+``poke_batch`` is synchronous (file system, DB-API drivers); the hub runs it in a thread. A failure
+waiting cannot fix (a connection id that is not defined, a table that does not exist, no permission) is
+returned ``permanent``: the task fails at once with the cause. Anything else (a database or a mount that
+is away) is retried next interval, and the detail says so.
 """
 
 from __future__ import annotations
@@ -29,7 +32,20 @@ _GLOB_CHARS = set("*?[")
 class PokeResult:
     ready: bool
     detail: str  # what was seen, for logs, the status page and timeout messages
-    error: bool = False
+    error: bool = False  # the poke failed; poked again next interval unless permanent
+    permanent: bool = False  # waiting cannot help (no such connection or table, no permission): fail the task
+    slow: bool = False  # the poke did not return within the poke timeout (still running)
+
+    @property
+    def state(self) -> str:
+        """What the sensor list shows: ready, waiting, retrying, slow or failed."""
+        if self.ready:
+            return "ready"
+        if self.permanent:
+            return "failed"
+        if self.slow:
+            return "slow"
+        return "retrying" if self.error else "waiting"
 
 
 class Poker(ABC):
@@ -94,10 +110,16 @@ class FilePoker(Poker):
         directory = os.path.dirname(targets[0]["path"])
         try:
             names = os.listdir(directory)
-        except FileNotFoundError:
+        except FileNotFoundError:  # not yet: the upstream creates the day's directory
             return [PokeResult(False, f"directory {directory} does not exist")] * len(targets)
-        except OSError as exc:
-            return [PokeResult(False, f"cannot list {directory}: {exc}", error=True)] * len(targets)
+        except PermissionError as exc:
+            failed = PokeResult(False, f"no permission to list {directory}: {exc}", error=True, permanent=True)
+            return [failed] * len(targets)
+        except NotADirectoryError:
+            failed = PokeResult(False, f"{directory} is not a directory", error=True, permanent=True)
+            return [failed] * len(targets)
+        except OSError as exc:  # a mount that is away (EIO, ESTALE): it may come back
+            return [PokeResult(False, f"cannot list {directory} ({RETRYING}): {exc}", error=True)] * len(targets)
         results = []
         for target in targets:
             pattern = os.path.basename(target["path"])
@@ -112,11 +134,71 @@ class FilePoker(Poker):
         return results
 
 
+RETRYING = "poked again next interval"
+
+# DB-API errors that waiting cannot fix, by the codes the drivers give them.
+_MYSQL_PERMANENT = {
+    1044: "access denied to the database",
+    1045: "access denied (user or password)",
+    1049: "unknown database",
+    1054: "unknown column",
+    1142: "command denied on the table",
+    1143: "command denied on a column",
+    1146: "table does not exist",
+}
+_POSTGRES_PERMANENT = {
+    "42P01": "table does not exist",
+    "42703": "column does not exist",
+    "42501": "insufficient privilege",
+    "3D000": "database does not exist",
+    "28P01": "password authentication failed",
+    "28000": "invalid authorization",
+}
+_PERMANENT_WORDS = ("no such table", "no such column", "doesn't exist", "does not exist", "permission denied")
+
+
+def permanent_db_error(exc: BaseException) -> str | None:
+    """Why waiting cannot fix this database error (a missing table, no permission), or None (retry it)."""
+    code = getattr(exc, "pgcode", None)  # psycopg
+    if code in _POSTGRES_PERMANENT:
+        return _POSTGRES_PERMANENT[code]
+    args = getattr(exc, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_PERMANENT:  # MySQLdb, PyMySQL
+        return _MYSQL_PERMANENT[args[0]]
+    text = str(exc).lower()
+    if any(word in text for word in _PERMANENT_WORDS) and "connect" not in text:  # sqlite, other drivers
+        return "the query cannot work as written"
+    return None
+
+
+class ConnectionNotDefined(LookupError):
+    pass
+
+
 def _dbapi_hook(conn_id: str):
     # Task SDK's BaseHook resolves connections on workers and, through the supervisor, in triggerers.
     from airflow.sdk import BaseHook
 
-    return BaseHook.get_connection(conn_id).get_hook()
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception as exc:
+        if type(exc).__name__ == "AirflowNotFoundException":  # airflow.sdk's or airflow's: the id is not defined
+            raise ConnectionNotDefined(f"connection {conn_id!r} is not defined") from exc
+        raise
+    hook = conn.get_hook()
+    if not hasattr(hook, "get_records"):
+        raise ConnectionNotDefined(f"connection {conn_id!r} ({conn.conn_type}) is not a SQL database connection")
+    return hook
+
+
+def _db_failure(prefix: str, exc: BaseException) -> PokeResult:
+    """A failed connection or query: permanent when waiting cannot fix it, else retried next interval."""
+    if isinstance(exc, ConnectionNotDefined):
+        return PokeResult(False, f"{prefix}: {exc}", error=True, permanent=True)
+    why = permanent_db_error(exc)
+    if why is not None:
+        return PokeResult(False, f"{prefix}: {why}: {exc}", error=True, permanent=True)
+    return PokeResult(False, f"{prefix} ({RETRYING}): {exc}", error=True)
 
 
 class JobHistoryPoker(Poker):
@@ -158,8 +240,8 @@ class JobHistoryPoker(Poker):
                 f"AND job_name IN ({', '.join([ph] * len(jobs))}) AND business_date IN ({', '.join([ph] * len(dates))})"
             )
             rows = hook.get_records(sql, parameters=[*jobs, *dates])
-        except Exception as exc:  # a DB outage or a missing connection: report it, poke again next interval
-            return [PokeResult(False, f"query on {conn_id} failed: {exc}", error=True)] * len(targets)
+        except Exception as exc:  # a DB outage is retried; a missing connection or table fails the tasks
+            return [_db_failure(f"query on {conn_id} failed", exc)] * len(targets)
         done = {(str(job), str(day)[:10]) for job, day in rows}
         return [
             PokeResult(True, f"{t['job']} succeeded for {t['business_date']}")
@@ -199,7 +281,7 @@ class SqlPoker(Poker):
             hook = _dbapi_hook(targets[0]["conn_id"])
             conn = hook.get_conn()
         except Exception as exc:
-            return [PokeResult(False, f"connect to {targets[0]['conn_id']} failed: {exc}", error=True)] * len(targets)
+            return [_db_failure(f"connect to {targets[0]['conn_id']} failed", exc)] * len(targets)
         results = []
         try:
             for target in targets:
@@ -210,7 +292,7 @@ class SqlPoker(Poker):
                     row = cursor.fetchone()
                     results.append(PokeResult(bool(row and row[0]), f"first cell {row[0]!r}" if row else "no rows"))
                 except Exception as exc:
-                    results.append(PokeResult(False, f"query failed: {exc}", error=True))
+                    results.append(_db_failure("query failed", exc))
                 finally:
                     cursor.close()
         finally:

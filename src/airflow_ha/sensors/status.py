@@ -48,6 +48,7 @@ class PokeRecord:
     detail: str
     waiters: int
     replica: str = ""
+    state: str = ""  # ready, waiting, retrying (the poke failed), slow (poke still running), failed (for good)
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -55,7 +56,7 @@ class PokeRecord:
             "description": self.description,
             "shard": self.shard,
             "last_poke_at": f"{self.poked_at:.3f}",
-            "last_result": "ready" if self.ready else "waiting",
+            "last_result": self.state or ("ready" if self.ready else "waiting"),
             "last_detail": self.detail[:500],
             "waiters": self.waiters,
             "replica": self.replica,

@@ -6,7 +6,9 @@ the same hashcode) and then either
 * yields ``TaskSuccessEvent``: the triggerer marks the task successful, no worker round trip; or
 * at its deadline yields ``{"status": "timeout", ...}``: the task resumes on a worker only to raise
   ``AirflowSensorTimeout`` naming the target and the last poke result (``soft_fail`` turns that into a
-  skip, as for any Airflow sensor).
+  skip, as for any Airflow sensor); or
+* when a poke says waiting cannot help (no such connection or table, no permission) yields
+  ``{"status": "error", ...}``: the task fails at once with that cause (its ``retries`` apply as usual).
 
 The deadline is absolute (epoch seconds, fixed when the task deferred), so a shard that restarts or is
 replaced resumes each sensor with the time it has left: a shard may be gone for as long as a sensor's
@@ -62,9 +64,12 @@ class SmartSensorTrigger(BaseTrigger):
     async def run(self):
         remaining = max(0.0, self.deadline - time.time())
         result = await get_hub().wait_ready(self.kind, self.target, self.hashcode, self.poke_interval, remaining)
-        if not result.ready:
+        if result.ready:
+            self.log.info("%s is ready: %s", self.description, result.detail)
+            yield TaskSuccessEvent()
+        elif result.permanent:  # waiting cannot help: the task fails now, with the cause
+            self.log.error("%s cannot be poked: %s", self.description, result.detail)
+            yield TriggerEvent({"status": "error", "description": self.description, "error": result.detail})
+        else:
             self.log.info("%s not ready by the deadline: %s", self.description, result.detail)
             yield TriggerEvent({"status": "timeout", "description": self.description, "last_poke": result.detail})
-            return
-        self.log.info("%s is ready: %s", self.description, result.detail)
-        yield TaskSuccessEvent()

@@ -39,7 +39,7 @@ def fleet(tmp_path_factory, redis_cluster, mysql):
     with sensor_topology(
         tmp_path_factory.mktemp("smart-sensors"),
         "sensor_fleet.py",
-        [*FLEET_DAGS, "sensor_fleet_timeouts"],
+        [*FLEET_DAGS, "sensor_fleet_timeouts", "sensor_fleet_broken"],
         env,
         sensor_shards=SHARDS,
         sensor_replicas=1,  # one triggerer per shard: exactly one poke per target (test_shard_groups: 2 each)
@@ -167,3 +167,24 @@ def test_timeout_names_the_target_and_soft_fail_skips(fleet):
     log = backend.api.task_log("sensor_fleet_timeouts", run_id, "never_fails", try_number=1)
     assert f"file {markers}/edw.9999.job not ready after 20 s" in log, log[-3000:]
     assert "no edw.9999.job in" in log
+
+
+def test_a_sensor_that_can_never_succeed_fails_at_once_with_the_cause(fleet):
+    """A marker directory that is a file, a connection id nobody defined: the shard says so at its first
+    poke and the task fails then, with the cause in its log, instead of waiting out its hour."""
+    backend, markers = fleet
+    (Path(markers) / "not-a-directory").write_text("a file where the day's directory should be")
+    run_id = f"broken-{int(time.time())}"
+    started = time.monotonic()
+    backend.api.trigger("sensor_fleet_broken", run_id)
+    final = backend.api.wait_for_runs([("sensor_fleet_broken", run_id)], timeout=600)
+    took = time.monotonic() - started
+    assert final == {("sensor_fleet_broken", run_id): "failed"}
+    states = {ti["task_id"]: ti["state"] for ti in backend.api.task_instances("sensor_fleet_broken", run_id)}
+    assert states == {"marker_dir_is_a_file": "failed", "no_such_connection": "failed"}
+    assert took < 600, took  # not the 3600 s timeout
+    log = backend.api.task_log("sensor_fleet_broken", run_id, "marker_dir_is_a_file", try_number=1)
+    assert f"cannot be poked: {markers}/not-a-directory is not a directory" in log, log[-3000:]
+    log = backend.api.task_log("sensor_fleet_broken", run_id, "no_such_connection", try_number=1)
+    assert "cannot be poked: query on no_such_conn failed: connection 'no_such_conn' is not defined" in log, log[-3000:]
+    print(f"\nboth impossible sensors failed {took:.0f} s after the trigger (timeout 3600 s)")

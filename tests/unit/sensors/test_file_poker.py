@@ -55,3 +55,22 @@ def test_job_history_validation():
         poker.validate({**ok, "table": "t; drop table x"})
     with pytest.raises(SensorConfigError, match="is not YYYY-MM-DD"):
         poker.validate({**ok, "business_date": "24/11/2026"})
+
+
+@pytest.mark.parametrize(
+    ("error", "permanent", "detail"),
+    [
+        (PermissionError(13, "Permission denied"), True, "no permission to list"),
+        (OSError(5, "Input/output error"), False, "poked again next interval"),  # a mount that is away
+        (OSError(116, "Stale file handle"), False, "poked again next interval"),
+    ],
+)
+def test_listing_errors_are_permanent_only_when_waiting_cannot_help(tmp_path, monkeypatch, error, permanent, detail):
+    def listdir(_directory):
+        raise error
+
+    monkeypatch.setattr("airflow_ha.sensors.pokers.os.listdir", listdir)
+    poker = FilePoker()
+    [result] = poker.poke_batch([poker.validate({"path": str(tmp_path / "a.job")})])
+    assert not result.ready and result.error and result.permanent is permanent and detail in result.detail
+    assert result.state == ("failed" if permanent else "retrying")

@@ -1,6 +1,9 @@
 """The hub in one event loop, as in a shard's triggerer: shared pokes, batching, release, cancellation."""
 
 import asyncio
+import os
+import threading
+from collections import Counter
 
 from airflow_ha.sensors.hashcode import hashcode
 from airflow_ha.sensors.hub import PokeHub
@@ -104,3 +107,79 @@ def test_timeout_returns_the_last_poke_result(tmp_path):
         assert not never.ready
 
     asyncio.run(scenario())
+
+
+def test_a_deadline_that_passed_while_the_shard_was_away_still_gets_one_poke(tmp_path):
+    """A shard that comes back after a sensor's deadline pokes before it judges the timeout (as Airflow
+    2.2's smart sensor did): a marker written meanwhile is a success, not a timeout."""
+    [target] = _targets(tmp_path, 1, 1)
+    (tmp_path / "d0").mkdir()
+    open(target["path"], "w").close()
+
+    async def scenario():
+        hub = PokeHub(status=None, shard="test")
+        return await hub.wait_ready("file", target, hashcode("file", target), 60, timeout=0)
+
+    result = asyncio.run(scenario())
+    assert result.ready and "found" in result.detail
+
+
+def test_a_hung_poke_delays_only_its_own_targets_and_reads_slow(tmp_path, monkeypatch):
+    """A listing that hangs (a hard-mounted NFS directory) does not hold up another directory's sensors;
+    after the poke timeout its targets say they are slow; the hung call is not started again meanwhile."""
+    hung_dir, ok_dir = tmp_path / "d0", tmp_path / "d1"
+    for d in (hung_dir, ok_dir):
+        d.mkdir()
+    hung_target, ok_target = (FilePoker().validate({"path": str(d / "edw.x.job")}) for d in (hung_dir, ok_dir))
+    release = threading.Event()
+    calls = Counter()
+    real = FilePoker.poke_batch
+
+    def poke_batch(self, targets):
+        directory = os.path.dirname(targets[0]["path"])
+        calls[directory] += 1
+        if directory == str(hung_dir):
+            release.wait(20)
+        return real(self, targets)
+
+    monkeypatch.setattr(FilePoker, "poke_batch", poke_batch)
+
+    async def scenario():
+        hub = PokeHub(status=None, shard="test", poke_timeout_seconds=0.5)
+        hung = asyncio.create_task(hub.wait_ready("file", hung_target, hashcode("file", hung_target), 0.2))
+        await asyncio.sleep(0.1)
+        open(ok_target["path"], "w").close()
+        ok = await asyncio.wait_for(hub.wait_ready("file", ok_target, hashcode("file", ok_target), 0.2), timeout=3)
+        assert ok.ready
+        slow = hub.entries[hashcode("file", hung_target)]
+        await asyncio.sleep(1.0)
+        assert slow.last is not None and "still running after 0.5s" in slow.last.detail and slow.last.state == "slow"
+        assert calls[str(hung_dir)] == 1  # no second thread piled onto the hung directory
+        open(hung_target["path"], "w").close()
+        release.set()
+        result = await asyncio.wait_for(hung, timeout=5)
+        assert result.ready
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+
+
+def test_a_permanent_failure_releases_the_waiters_at_once(tmp_path, monkeypatch):
+    [target] = _targets(tmp_path, 1, 1)
+
+    def denied(self, targets):
+        return [PokeResult(False, "no permission to list /x", error=True, permanent=True)] * len(targets)
+
+    monkeypatch.setattr(FilePoker, "poke_batch", denied)
+
+    async def scenario():
+        hub = PokeHub(status=None, shard="test")
+        code = hashcode("file", target)
+        return await asyncio.wait_for(
+            asyncio.gather(*(hub.wait_ready("file", target, code, 60, timeout=3600) for _ in range(3))), timeout=5
+        )
+
+    results = asyncio.run(scenario())
+    assert all(r.state == "failed" and "no permission" in r.detail for r in results)

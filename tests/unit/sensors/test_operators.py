@@ -5,7 +5,13 @@ from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
 
 from airflow_ha.sensors.errors import SensorConfigError
 from airflow_ha.sensors.hashcode import hashcode
-from airflow_ha.sensors.operators import JobHistorySensor, SmartSensor, SmartSqlSensor, UpstreamJobSensor
+from airflow_ha.sensors.operators import (
+    JobHistorySensor,
+    SensorTargetError,
+    SmartSensor,
+    SmartSqlSensor,
+    UpstreamJobSensor,
+)
 from airflow_ha.sensors.shards import ShardMap
 from airflow_ha.sensors.triggers import CLASSPATH
 
@@ -71,6 +77,14 @@ def test_timeout_event_names_the_target():
     event = {"status": "timeout", "description": "file /m/edw.0001.job", "last_poke": "no edw.0001.job in /m"}
     with pytest.raises(AirflowSensorTimeout, match=r"file /m/edw.0001.job not ready after 30 s; last poke: no edw"):
         sensor.execute_complete(context={}, event=event)
+
+
+def test_error_event_fails_the_task_with_the_cause_and_is_not_a_timeout():
+    sensor = JobHistorySensor(task_id="w", job="src.crm", business_date="2026-11-24", conn_id="edw_db")
+    event = {"status": "error", "description": "job src.crm on 2026-11-24", "error": "table does not exist"}
+    with pytest.raises(SensorTargetError, match=r"job src\.crm on 2026-11-24 cannot be poked: table does not exist"):
+        sensor.execute_complete(context={}, event=event)
+    assert not issubclass(SensorTargetError, AirflowSensorTimeout)
 
 
 def test_smart_false_pokes_on_the_worker(tmp_path):

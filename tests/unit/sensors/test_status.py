@@ -56,3 +56,18 @@ def test_without_a_replica_only_the_group_counts():
     store = StatusStore(FakeRedis())
     store.record([_record(1, "")], "shard-0", {"file": 1})
     assert set(store.client.data) == {"airflow-ha:sensor:{1}", shard_key("shard-0")}
+
+
+def test_the_list_shows_a_slow_a_retrying_and_a_failed_target_as_such():
+    store = StatusStore(FakeRedis())
+    states = {1: "slow", 2: "retrying", 3: "failed", 4: ""}
+    store.record(
+        [
+            PokeRecord(c, "file", f"file /m/{c}", "shard-0", 1.0, False, "x", 1, "r", state)
+            for c, state in states.items()
+        ],
+        "shard-0",
+        {"file": 1},
+    )
+    shown = {code: row["last_result"] for code, row in store.read(states).items()}
+    assert shown == {1: "slow", 2: "retrying", 3: "failed", 4: "waiting"}

@@ -20,9 +20,14 @@ def _trigger(path: str, deadline_in: float) -> SmartSensorTrigger:
     )
 
 
-async def _first_event(trigger):
-    async for event in trigger.run():
-        return event
+async def _first_event(trigger, within: float = 30):
+    """The trigger's first event; a trigger still waiting after ``within`` seconds fails the test."""
+
+    async def first():
+        async for event in trigger.run():
+            return event
+
+    return await asyncio.wait_for(first(), within)
 
 
 def test_ready_target_ends_the_task_without_a_worker(tmp_path):
@@ -44,3 +49,23 @@ def test_serialize_round_trip(tmp_path):
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_ha.sensors.triggers.SmartSensorTrigger"
     assert SmartSensorTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_a_permanent_failure_yields_an_error_naming_the_cause(tmp_path):
+    """A marker "directory" that is a file cannot ever be listed: the task fails now, not after its timeout."""
+    (tmp_path / "markers").write_text("a file where the day's directory should be")
+    started = time.monotonic()
+    event = asyncio.run(_first_event(_trigger(str(tmp_path / "markers" / "edw.0003.job"), 3600)))
+    assert event.payload["status"] == "error"
+    assert event.payload["error"] == f"{tmp_path}/markers is not a directory"
+    assert time.monotonic() - started < 10
+
+
+def test_a_deadline_already_past_when_the_trigger_starts_pokes_before_timing_out(tmp_path):
+    """A shard that picks the trigger up after its deadline (it was away): the marker written meanwhile
+    counts, as Airflow 2.2's smart sensor poked before it judged the timeout."""
+    (tmp_path / "edw.0004.job").touch()
+    event = asyncio.run(_first_event(_trigger(str(tmp_path / "edw.0004.job"), -120)))
+    assert isinstance(event, TaskSuccessEvent)
+    late = asyncio.run(_first_event(_trigger(str(tmp_path / "edw.0005.job"), -120)))
+    assert late.payload["status"] == "timeout" and late.payload["last_poke"] == f"no edw.0005.job in {tmp_path}"

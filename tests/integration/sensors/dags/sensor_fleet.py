@@ -1,7 +1,9 @@
 """Test DAGs for the smart-sensor suite: 5 DAGs x 10 sensors waiting on 10 upstream markers.
 
 Like the seed's ``sensor_instance`` table: every marker ``edw.000N.job`` is waited on by 5 tasks in 5
-DAGs, so 50 waiting tasks share 10 hashcodes. Plus one sensor that times out and one that soft-fails.
+DAGs, so 50 waiting tasks share 10 hashcodes. Plus one sensor that times out and one that soft-fails, and
+two that can never succeed (a marker "directory" that is a file, a connection id nobody defined): they
+must fail at once with the cause, not after their hour-long timeout.
 The marker directory comes from ``AIRFLOW_HA_TEST_MARKER_DIR`` (set by the test for every process).
 """
 
@@ -12,7 +14,7 @@ import os
 import pendulum
 from airflow.sdk import DAG
 
-from airflow_ha.sensors.operators import UpstreamJobSensor
+from airflow_ha.sensors.operators import JobHistorySensor, UpstreamJobSensor
 
 MARKER_DIR = os.environ.get("AIRFLOW_HA_TEST_MARKER_DIR", "/tmp/airflow-ha-markers")
 FLEET_DAGS = 5
@@ -54,4 +56,18 @@ with DAG(
     UpstreamJobSensor(task_id="never_fails", job="edw.9999", marker_dir=MARKER_DIR, poke_interval=2, timeout=20)
     UpstreamJobSensor(
         task_id="never_soft", job="edw.9998", marker_dir=MARKER_DIR, poke_interval=2, timeout=20, soft_fail=True
+    )
+
+with DAG(
+    "sensor_fleet_broken",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["airflow-ha", "test"],
+) as broken:
+    UpstreamJobSensor(
+        task_id="marker_dir_is_a_file", job="edw.0001", marker_dir=f"{MARKER_DIR}/not-a-directory", timeout=3600
+    )
+    JobHistorySensor(
+        task_id="no_such_connection", job="src.crm", business_date="2026-11-24", conn_id="no_such_conn", timeout=3600
     )
