@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, AirflowTaskTimeout
 
 from airflow_ha.sensors.errors import SensorConfigError
 from airflow_ha.sensors.hashcode import hashcode
@@ -99,6 +99,7 @@ class SmartSensor(BaseSensorOperator):
             shards.pod(virtual),
             shards.sensor_shards,
         )
+        wait_seconds = self._wait_limit()[0]
         self.defer(
             trigger=SmartSensorTrigger(
                 kind=kind,
@@ -106,22 +107,31 @@ class SmartSensor(BaseSensorOperator):
                 hashcode=code,
                 virtual_shard=virtual,
                 poke_interval=self.poke_interval,
-                deadline=time.time() + self.timeout,
+                deadline=time.time() + wait_seconds,
                 description=description,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout) + DEFER_GRACE,
+            timeout=timedelta(seconds=wait_seconds) + DEFER_GRACE,
         )
+
+    def _wait_limit(self) -> tuple[float, str]:
+        """How long the trigger waits, and which limit that is: ``timeout``, or ``execution_timeout`` when it
+        is shorter (Airflow does not apply an execution timeout across a deferral; the shard does)."""
+        if self.execution_timeout is not None and self.execution_timeout.total_seconds() < self.timeout:
+            return self.execution_timeout.total_seconds(), "execution_timeout"
+        return float(self.timeout), "timeout"
 
     def execute_complete(self, context, event: dict[str, Any] | str | None = None) -> None:
         if event == "success":
             return  # TaskSuccessEvent's payload, seen only where the task resumes anyway (``dag.test()``)
         event = event if isinstance(event, dict) else {"payload": event}
         if event.get("status") == "timeout":
+            seconds, limit = self._wait_limit()
+            message = f"{event.get('description')} not ready after {seconds:.0f} s; last poke: {event.get('last_poke')}"
+            if limit == "execution_timeout":  # failed (and retried) as any task past its execution_timeout
+                raise AirflowTaskTimeout(f"execution_timeout: {message}")
             # soft_fail / never_fail turn this into a skip in BaseSensorOperator.resume_execution.
-            raise AirflowSensorTimeout(
-                f"{event.get('description')} not ready after {self.timeout:.0f} s; last poke: {event.get('last_poke')}"
-            )
+            raise AirflowSensorTimeout(message)
         if event.get("status") == "error":
             raise SensorTargetError(f"{event.get('description')} cannot be poked: {event.get('error')}")
         raise SensorConfigError(f"{self.task_id}: unexpected trigger event {event!r}")

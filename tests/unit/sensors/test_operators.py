@@ -1,7 +1,8 @@
 import time
+from datetime import timedelta
 
 import pytest
-from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
+from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowTaskTimeout, TaskDeferred
 
 from airflow_ha.sensors.errors import SensorConfigError
 from airflow_ha.sensors.hashcode import hashcode
@@ -77,6 +78,28 @@ def test_timeout_event_names_the_target():
     event = {"status": "timeout", "description": "file /m/edw.0001.job", "last_poke": "no edw.0001.job in /m"}
     with pytest.raises(AirflowSensorTimeout, match=r"file /m/edw.0001.job not ready after 30 s; last poke: no edw"):
         sensor.execute_complete(context={}, event=event)
+
+
+def test_a_shorter_execution_timeout_bounds_the_wait_and_keeps_the_last_poke(queues_enabled):
+    """Airflow applies no execution_timeout across a deferral: the shard's deadline is the shorter of the
+    two, and the failure is an execution timeout (retried as one) that still names the last poke."""
+    sensor = UpstreamJobSensor(
+        task_id="w", job="edw.0001", marker_dir="/m", timeout=12 * 3600, execution_timeout=timedelta(minutes=30)
+    )
+    before = time.time()
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(context={})
+    deadline = deferred.value.trigger.serialize()[1]["deadline"]
+    assert before + 1800 <= deadline <= time.time() + 1800
+    assert 1800 < deferred.value.timeout.total_seconds() < 12 * 3600
+    event = {"status": "timeout", "description": "file /m/edw.0001.job", "last_poke": "no edw.0001.job in /m"}
+    with pytest.raises(AirflowTaskTimeout, match=r"execution_timeout: file /m/edw\.0001\.job not ready after 1800 s"):
+        sensor.execute_complete(context={}, event=event)
+    longer = UpstreamJobSensor(
+        task_id="x", job="edw.0001", marker_dir="/m", timeout=60, execution_timeout=timedelta(hours=1)
+    )
+    with pytest.raises(AirflowSensorTimeout, match="not ready after 60 s"):
+        longer.execute_complete(context={}, event=event)
 
 
 def test_error_event_fails_the_task_with_the_cause_and_is_not_a_timeout():
