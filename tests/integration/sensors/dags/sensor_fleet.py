@@ -58,12 +58,26 @@ with DAG(
         task_id="never_soft", job="edw.9998", marker_dir=MARKER_DIR, poke_interval=2, timeout=20, soft_fail=True
     )
 
+
+def _noted(outcome: str):
+    """A task callback that leaves ``<marker dir>/callbacks/<task_id>.<outcome>``: the test reads which ran."""
+
+    def note(context):
+        directory = os.path.join(MARKER_DIR, "callbacks")
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, f"{context['ti'].task_id}.{outcome}"), "w") as f:
+            f.write(context["ti"].run_id)
+
+    return note
+
+
 with DAG(
     "sensor_fleet_broken",
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     tags=["airflow-ha", "test"],
+    default_args={"on_success_callback": _noted("success"), "on_failure_callback": _noted("failure")},
 ) as broken:
     UpstreamJobSensor(
         task_id="marker_dir_is_a_file", job="edw.0001", marker_dir=f"{MARKER_DIR}/not-a-directory", timeout=3600
@@ -71,3 +85,5 @@ with DAG(
     JobHistorySensor(
         task_id="no_such_connection", job="src.crm", business_date="2026-11-24", conn_id="no_such_conn", timeout=3600
     )
+    # ends in the shard (TaskSuccessEvent, no worker round trip): Airflow still runs its success callback
+    UpstreamJobSensor(task_id="ready_at_once", job="edw.ready", marker_dir=MARKER_DIR, poke_interval=2, timeout=3600)
