@@ -177,6 +177,8 @@ component: {{ .component }}
   value: {{ .Values.sensorShards.count | quote }}
 - name: AIRFLOW_HA_VIRTUAL_SHARDS
   value: {{ .Values.sensorShards.virtualShards | quote }}
+- name: AIRFLOW_HA_SENSOR_HISTORY_DAYS
+  value: {{ .Values.sensorShards.historyDays | quote }}
 - name: AIRFLOW_HA_MARKER_DIR
   value: {{ .Values.markers.mountPath | quote }}
 {{- range $section, $options := .Values.config }}

@@ -14,10 +14,12 @@ ENV_VIRTUAL_SHARDS = "AIRFLOW_HA_VIRTUAL_SHARDS"  # fixed number of virtual shar
 ENV_SHARD_ORDINAL = "AIRFLOW_HA_SENSOR_SHARD_ORDINAL"  # this shard's ordinal; else from the pod hostname
 
 ENV_POKE_TIMEOUT = "AIRFLOW_HA_SENSOR_POKE_TIMEOUT"  # seconds one batch's poke may take before it is "slow"
+ENV_HISTORY_DAYS = "AIRFLOW_HA_SENSOR_HISTORY_DAYS"  # days finished smart sensors stay in the sensor list
 
 DEFAULT_SENSOR_SHARDS = 2
 DEFAULT_VIRTUAL_SHARDS = 64
 DEFAULT_POKE_TIMEOUT = 30.0
+DEFAULT_HISTORY_DAYS = 7
 
 
 class SettingsError(ValueError):
@@ -49,6 +51,11 @@ def poke_timeout() -> float:
     if not 0 < value < float("inf"):  # nan and inf fail here too
         raise SettingsError(f"{ENV_POKE_TIMEOUT}={raw} must be more than 0 seconds, and finite")
     return value
+
+
+def history_days() -> int:
+    """Days a finished smart sensor stays in ``airflow-ha sensors list --all`` and on the UI page."""
+    return _positive_int(ENV_HISTORY_DAYS, DEFAULT_HISTORY_DAYS)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.chart
         (["sensorShards.podAntiAffinity=always"], "at '/sensorShards/podAntiAffinity'"),
         (["sensorShards.pdb.maxUnavailable=0"], "at '/sensorShards/pdb/maxUnavailable': minimum: got 0, want 1"),
         (["sensorShards.pokeTimeoutSeconds=0"], "at '/sensorShards/pokeTimeoutSeconds': minimum: got 0, want 1"),
+        (["sensorShards.historyDays=0"], "at '/sensorShards/historyDays': minimum: got 0, want 1"),
         (["sensorShards.replicas=2"], "replicas"),  # the old name: groups have replicasPerGroup
         (["database.external.enabled=true"], "at '/database/external/host': minLength: got 0, want 1"),
         (["scheduler.replicas=two"], "at '/scheduler/replicas'"),

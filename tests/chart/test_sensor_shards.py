@@ -57,6 +57,7 @@ def test_sensor_shard_group_values(render):
         "sensorShards.nodeLossTolerationSeconds=5",
         "sensorShards.logServerPort=9000",
         "sensorShards.pokeTimeoutSeconds=120",
+        "sensorShards.historyDays=30",
     )
     groups = shard_groups(rendered)
     assert sorted(groups) == [0, 1, 2]
@@ -70,6 +71,11 @@ def test_sensor_shard_group_values(render):
         assert env_of(container(spec, "sensor-shard"))["AIRFLOW_HA_SENSOR_POKE_TIMEOUT"]["value"] == "120"
     env = env_of(pod(rendered, "Deployment", f"{R}-scheduler")["containers"][0])
     assert env["AIRFLOW_HA_SENSOR_SHARDS"]["value"] == "3"  # groups, not pods
+    for name in (f"{R}-api-server", f"{R}-sensor-shard-0"):  # the page reads the history, the shards trim it
+        assert (
+            env_of(pod(rendered, "Deployment", name)["containers"][0])["AIRFLOW_HA_SENSOR_HISTORY_DAYS"]["value"]
+            == "30"
+        )
 
     single = render(None, "sensorShards.replicasPerGroup=1", "sensorShards.nodeLossTolerationSeconds=null")
     deployment = shard_groups(single)[0]

@@ -51,3 +51,13 @@ def test_poke_timeout_defaults_and_rejects_values_that_cannot_work(monkeypatch):
         monkeypatch.setenv(ENV_POKE_TIMEOUT, bad)
         with pytest.raises(SettingsError, match=f"{ENV_POKE_TIMEOUT}='?{bad}'? .*{why}"):
             poke_timeout()
+
+
+def test_history_days_defaults_to_a_week_and_names_a_bad_value(monkeypatch):
+    from airflow_ha.settings import ENV_HISTORY_DAYS, history_days
+
+    monkeypatch.delenv(ENV_HISTORY_DAYS, raising=False)
+    assert history_days() == 7
+    monkeypatch.setenv(ENV_HISTORY_DAYS, "0")
+    with pytest.raises(SettingsError, match=f"{ENV_HISTORY_DAYS}=0 must be at least 1"):
+        history_days()

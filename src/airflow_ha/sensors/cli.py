@@ -84,16 +84,28 @@ def run_shard(args) -> int:
 def list_sensors(args) -> int:
     from airflow.utils.session import create_session
 
-    from airflow_ha.sensors.listing import status_store_or_none, waiting_sensors
+    from airflow_ha.sensors.listing import finished_sensors, status_store_or_none, waiting_sensors
 
+    store = status_store_or_none()
     with create_session() as session:
-        groups = waiting_sensors(session, status_store_or_none())
+        groups = waiting_sensors(session, store)
+    finished = finished_sensors(store) if args.all else []
     if args.output == "json":
-        print(json.dumps([g.as_dict() for g in groups], indent=2, default=str))
+        shown = {"waiting": [g.as_dict() for g in groups]}
+        if args.all:
+            shown["finished"] = [f.as_dict() for f in finished]
+        print(json.dumps(shown if args.all else shown["waiting"], indent=2, default=str))
         return 0
+    _print_waiting(groups, args.verbose)
+    if args.all:
+        _print_finished(finished)
+    return 0
+
+
+def _print_waiting(groups, verbose: bool) -> None:
     if not groups:
         print("no smart sensor is waiting")
-        return 0
+        return
     header = f"{'hashcode':>20}  {'shard':>5}  {'waiters':>7}  {'age':>7}  {'pokes':>5}  {'last poke':<8}  target"
     print(header)
     for g in groups:
@@ -101,11 +113,30 @@ def list_sensors(args) -> int:
             f"{g.hashcode:>20}  {g.shard:>5}  {len(g.waiters):>7}  {g.age_seconds:>6.0f}s  {g.pokes:>5}  "
             f"{g.last_result:<8}  {g.description}"
         )
-        if args.verbose:
+        if verbose:
             print(f"{'':>22}last: {g.last_detail or '-'} at {g.last_poke_at or '-'} by {g.poked_by or '-'}")
             for w in g.waiters:
                 print(f"{'':>22}{w.dag_id}.{w.task_id} run={w.run_id} map={w.map_index} try={w.try_number}")
-    return 0
+
+
+def _print_finished(finished) -> None:
+    from datetime import UTC, datetime
+
+    from airflow_ha.settings import history_days
+
+    print(f"\nfinished in the last {history_days()} day(s): {len(finished)}")
+    if not finished:
+        return
+    print(
+        f"{'finished (UTC)':<19}  {'outcome':<7}  {'waited':>8}  {'pokes':>5}  {'shard':<8}  task / target / last poke"
+    )
+    for f in finished:
+        at = datetime.fromtimestamp(f.finished_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        waited = "-" if f.waited_seconds is None else f"{f.waited_seconds:.0f}s"
+        print(
+            f"{at:<19}  {f.outcome:<7}  {waited:>8}  {f.pokes:>5}  {f.shard:<8}  {f.dag_id}.{f.task_id} run={f.run_id}"
+        )
+        print(f"{'':>21}{f.description}: {f.detail}")
 
 
 def register(subparsers) -> None:
@@ -120,4 +151,7 @@ def register(subparsers) -> None:
     listing = sensors_sub.add_parser("list", help="waiting smart sensors grouped by hashcode")
     listing.add_argument("-o", "--output", choices=("table", "json"), default="table")
     listing.add_argument("-v", "--verbose", action="store_true", help="show every waiting task and the last poke")
+    listing.add_argument(
+        "-a", "--all", action="store_true", help="also the sensors that finished within the retention period"
+    )
     listing.set_defaults(func=list_sensors)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_ha.sensors.pokers import Poker, PokeResult, get_poker
-from airflow_ha.sensors.status import PokeRecord, StatusStore
+from airflow_ha.sensors.status import FinishedSensor, PokeRecord, StatusStore
 from airflow_ha.settings import ENV_SHARD_ORDINAL, poke_timeout
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,12 @@ class Entry:
     def group(self) -> tuple[str, Hashable]:
         """The batch this entry is poked in: one ``poke_batch`` call per group."""
         return self.poker.kind, self.poker.batch_key(self.target)
+
+
+@dataclass(frozen=True)
+class Waited:
+    result: PokeResult
+    pokes: int  # pokes of the target by this process while the waiter waited
 
 
 def shard_label() -> str:
@@ -128,6 +134,12 @@ class PokeHub:
         ``timeout`` seconds the last one seen. A target not poked since this waiter came is poked once
         before the timeout is judged, however little time was left.
         """
+        return (await self.wait(kind, target, hashcode, interval, timeout)).result
+
+    async def wait(
+        self, kind: str, target: dict[str, Any], hashcode: int, interval: float, timeout: float | None = None
+    ) -> Waited:
+        """:meth:`wait_ready`, with how many times this process poked the target while this waiter waited."""
         entry = self.entries.get(hashcode)
         if entry is None:
             entry = self.entries[hashcode] = Entry(hashcode, get_poker(kind), target, next_due=time.monotonic())
@@ -138,14 +150,15 @@ class PokeHub:
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(entry.ready.wait(), timeout)
-                return entry.last
+                return Waited(entry.last, entry.pokes - pokes_before)
             if entry.pokes == pokes_before:  # the deadline passed while nobody poked it: poke, then judge
                 poked = entry.poked
                 entry.next_due = min(entry.next_due, time.monotonic())
                 self._wake.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(poked.wait(), self.poke_timeout + 1)
-            return entry.last if entry.last is not None else PokeResult(False, "never poked")
+            last = entry.last if entry.last is not None else PokeResult(False, "never poked")
+            return Waited(last, entry.pokes - pokes_before)
         finally:
             entry.intervals[float(interval)] -= 1
             if entry.intervals[float(interval)] <= 0:
@@ -248,6 +261,11 @@ class PokeHub:
         self._unrecorded, self._unrecorded_batches = [], Counter()
         if self.status is not None:
             await asyncio.to_thread(self.status.record, records, self.shard, batches, self.replica)
+
+    def record_finished(self, finished: FinishedSensor) -> None:
+        """Add a finished sensor to the status store's history, in the background (best-effort)."""
+        if self.status is not None:
+            self._executor.submit(self.status.record_finished, finished)
 
     @staticmethod
     def _call_poker(entries: list[Entry]) -> list[PokeResult]:

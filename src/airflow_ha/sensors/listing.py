@@ -2,8 +2,9 @@
 
 The answer to Airflow 2's ``select ... from sensor_instance``: deferred task instances joined with
 their :class:`~airflow_ha.sensors.triggers.SmartSensorTrigger` rows (the metadata DB says who waits),
-and the shards' status records (Redis says what the last poke saw). Used by ``airflow-ha sensors
-list`` and the UI page of :mod:`airflow_ha.sensors.plugin`.
+and the shards' status records (Redis says what the last poke saw). Finished sensors come from the
+status store's history (:func:`finished_sensors`). Used by ``airflow-ha sensors list`` and the UI page of
+:mod:`airflow_ha.sensors.plugin`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from airflow_ha.sensors.shards import ShardMap
-from airflow_ha.sensors.status import StatusStore
+from airflow_ha.sensors.status import FinishedSensor, StatusStore
 from airflow_ha.sensors.triggers import CLASSPATH
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,20 @@ def waiting_sensors(session, status: StatusStore | None = None, shards: ShardMap
     for group in groups.values():
         group.waiters.sort(key=lambda w: (w.dag_id, w.run_id, w.task_id, w.map_index))
     return sorted(groups.values(), key=lambda g: -g.age_seconds)
+
+
+def finished_sensors(status: StatusStore | None, dag_id: str | None = None, limit: int = 1000) -> list[FinishedSensor]:
+    """Smart sensors that stopped waiting within the retention period, newest first; [] without a store."""
+    if status is None:
+        return []
+    try:
+        finished = status.finished(limit if dag_id is None else max(limit, 10_000))
+    except Exception as exc:
+        log.warning("sensor status store unreachable: %s", exc)
+        return []
+    if dag_id:
+        finished = [f for f in finished if f.dag_id == dag_id]
+    return finished[:limit]
 
 
 def status_store_or_none() -> StatusStore | None:

@@ -109,6 +109,7 @@ class SmartSensor(BaseSensorOperator):
                 poke_interval=self.poke_interval,
                 deadline=time.time() + wait_seconds,
                 description=description,
+                deferred_at=time.time(),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=wait_seconds) + DEFER_GRACE,

@@ -1,8 +1,10 @@
 """The "Smart sensors" page inside the Airflow 3 UI.
 
 A FastAPI sub-application mounted by the api-server at ``/airflow-ha`` (``GET /airflow-ha/sensors``
-renders the table, ``GET /airflow-ha/sensors.json`` returns it as JSON), and an external view that puts
-it in the UI's Browse menu, embedded in the page. Both require a logged-in user (Airflow's JWT cookie
+renders the table of waiting sensors and below it those that finished within the retention period;
+``GET /airflow-ha/sensors.json`` returns the waiting ones as JSON, ``?all=true`` both as
+``{"waiting": [...], "finished": [...]}``), and an external view that puts it in the UI's Browse menu,
+embedded in the page. Both require a logged-in user (Airflow's JWT cookie
 or bearer token). The page refreshes itself every 10 seconds.
 """
 
@@ -17,16 +19,28 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, Query
 from fastapi.responses import HTMLResponse
 
+from airflow_ha.sensors.listing import finished_sensors
+from airflow_ha.settings import history_days
+
 URL_PREFIX = "/airflow-ha"
 
 
-def _groups(session, dag_id: str | None):
-    from airflow_ha.sensors.listing import status_store_or_none, waiting_sensors
+FINISHED_ON_PAGE = 200  # newest finished sensors shown under the waiting ones (the JSON has up to 1,000)
 
-    groups = waiting_sensors(session, status_store_or_none())
+
+def _groups(session, dag_id: str | None, store):
+    from airflow_ha.sensors.listing import waiting_sensors
+
+    groups = waiting_sensors(session, store)
     if dag_id:
         groups = [g for g in groups if any(w.dag_id == dag_id for w in g.waiters)]
     return groups
+
+
+def _store():
+    from airflow_ha.sensors.listing import status_store_or_none
+
+    return status_store_or_none()
 
 
 def _age(seconds: float) -> str:
@@ -35,7 +49,24 @@ def _age(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def render_page(groups) -> str:
+def _finished_rows(finished) -> str:
+    import datetime as dt
+
+    e = html.escape
+    rows = []
+    for f in finished:
+        at = dt.datetime.fromtimestamp(f.finished_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        task = f"{f.dag_id} · {f.task_id} · {f.run_id}" + (f" [{f.map_index}]" if f.map_index >= 0 else "")
+        waited = "-" if f.waited_seconds is None else _age(f.waited_seconds)
+        rows.append(
+            f"<tr><td><small>{at}</small></td><td class='{e(f.outcome)}'>{e(f.outcome)}</td><td>{e(task)}</td>"
+            f"<td>{e(f.description)}<br><small>{e(f.detail)}</small></td><td>{waited}</td><td>{f.pokes}</td>"
+            f"<td><small>{e(f.shard)}<br>{e(f.replica)}</small></td></tr>"
+        )
+    return "".join(rows) or "<tr><td colspan='7'>None in the retention period.</td></tr>"
+
+
+def render_page(groups, finished=()) -> str:
     e = html.escape
     rows = []
     for g in groups:
@@ -61,13 +92,18 @@ body {{ font-family: system-ui, sans-serif; margin: 1rem; }}
 table {{ border-collapse: collapse; width: 100%; font-size: 0.9rem; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 0.35rem 0.5rem; text-align: left; vertical-align: top; }}
 th {{ background: #f4f4f5; }} .ready {{ color: #15803d; }} .waiting {{ color: #a16207; }} .unknown {{ color: #71717a; }}
-.retrying, .slow {{ color: #c2410c; }} .failed {{ color: #b91c1c; font-weight: 600; }}
+.retrying, .slow, .timeout {{ color: #c2410c; }} .failed {{ color: #b91c1c; font-weight: 600; }}
+.success {{ color: #15803d; }}
 </style></head><body>
 <h2>Smart sensors waiting: {total} task(s) on {len(groups)} target(s)</h2>
 <p>One row per hashcode: every task waiting on the same target shares one poke per interval.</p>
 <table><thead><tr><th>hashcode</th><th>shard</th><th>kind</th><th>poke context</th><th>waiters</th>
 <th>dag · task · run</th><th>age</th><th>pokes</th><th>last poke result</th><th>last poke</th></tr></thead>
-<tbody>{body}</tbody></table></body></html>"""
+<tbody>{body}</tbody></table>
+<h3>Finished in the last {history_days()} day(s): newest {len(finished)}</h3>
+<table><thead><tr><th>finished (UTC)</th><th>outcome</th><th>dag · task · run</th><th>poke context, last poke</th>
+<th>waited</th><th>pokes</th><th>released by</th></tr></thead>
+<tbody>{_finished_rows(finished)}</tbody></table></body></html>"""
 
 
 def create_app() -> FastAPI:
@@ -76,12 +112,21 @@ def create_app() -> FastAPI:
     app = FastAPI(title="airflow-ha smart sensors", dependencies=[Depends(requires_authenticated())])
 
     @app.get("/sensors.json")
-    def sensors_json(session: SessionDep, dag_id: Annotated[str | None, Query()] = None) -> list[dict]:
-        return [g.as_dict() for g in _groups(session, dag_id)]
+    def sensors_json(
+        session: SessionDep,
+        dag_id: Annotated[str | None, Query()] = None,
+        include_finished: Annotated[bool, Query(alias="all")] = False,
+    ) -> list[dict] | dict[str, list[dict]]:
+        store = _store()
+        waiting = [g.as_dict() for g in _groups(session, dag_id, store)]
+        if not include_finished:
+            return waiting
+        return {"waiting": waiting, "finished": [f.as_dict() for f in finished_sensors(store, dag_id)]}
 
     @app.get("/sensors", response_class=HTMLResponse)
     def sensors_page(session: SessionDep, dag_id: Annotated[str | None, Query()] = None) -> str:
-        return render_page(_groups(session, dag_id))
+        store = _store()
+        return render_page(_groups(session, dag_id, store), finished_sensors(store, dag_id, FINISHED_ON_PAGE))
 
     return app
 

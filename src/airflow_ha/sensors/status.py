@@ -7,21 +7,31 @@ their supervisor), so shards write to Redis instead: the deployment's broker Red
 last one; its ``pokes`` counts the pokes of every replica, ``replica`` names the process of the last.
 Counters per shard group (``shard-<g>``) and per process (``shard-<g>@<host>``). Writes are best-effort:
 a status store outage never stops a poke.
+
+Finished sensors (success, timeout, failed) are kept as history, like the rows of Airflow 2.2's
+``sensor_instance`` table: one sorted set scored by the finish time (one key, one slot), trimmed on every
+write to ``AIRFLOW_HA_SENSOR_HISTORY_DAYS`` (7) and at most ``HISTORY_MAX`` entries.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from airflow_ha.settings import history_days
 
 log = logging.getLogger(__name__)
 
 ENV_STATUS_URL = "AIRFLOW_HA_SENSOR_STATUS_URL"
 KEY_PREFIX = "airflow-ha:sensor:"
 TTL_SECONDS = 86400
+HISTORY_KEY = f"{KEY_PREFIX}{{history}}"
+HISTORY_MAX = 100_000  # entries kept at most, whatever the retention
 
 
 def status_key(hashcode: int) -> str:
@@ -61,6 +71,30 @@ class PokeRecord:
             "waiters": self.waiters,
             "replica": self.replica,
         }
+
+
+@dataclass
+class FinishedSensor:
+    """One smart sensor task that stopped waiting, as its shard saw it."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int
+    try_number: int
+    hashcode: int
+    kind: str
+    description: str
+    shard: str
+    replica: str
+    outcome: str  # success, timeout or failed (waiting could not help)
+    detail: str  # the last poke's result
+    waited_seconds: float | None  # from the deferral to the end (None: deferred before this was recorded)
+    pokes: int  # pokes of its target by the shard process that released it, while it waited
+    finished_at: float  # epoch seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def client_for_url(url: str):
@@ -129,6 +163,23 @@ class StatusStore:
             pipe.execute()
         except Exception as exc:
             log.warning("could not record sensor status: %s", exc)
+
+    def record_finished(self, finished: FinishedSensor) -> None:
+        """Add one finished sensor to the history; drop what is older than the retention."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(HISTORY_KEY, {json.dumps(finished.as_dict(), sort_keys=True): finished.finished_at})
+            pipe.zremrangebyscore(HISTORY_KEY, "-inf", time.time() - history_days() * 86400)
+            pipe.zremrangebyrank(HISTORY_KEY, 0, -HISTORY_MAX - 1)
+            pipe.execute()
+        except Exception as exc:
+            log.warning("could not record a finished sensor: %s", exc)
+
+    def finished(self, limit: int = 1000) -> list[FinishedSensor]:
+        """The finished sensors of the retention period, newest first (at most ``limit``)."""
+        since = time.time() - history_days() * 86400
+        rows = self.client.zrevrangebyscore(HISTORY_KEY, "+inf", since, start=0, num=limit)
+        return [FinishedSensor(**json.loads(_text(row))) for row in rows]
 
     def read(self, hashcodes: Iterable[int]) -> dict[int, dict[str, str]]:
         hashcodes = list(hashcodes)

@@ -23,6 +23,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from airflow_ha.sensors.hub import get_hub
+from airflow_ha.sensors.status import FinishedSensor
 
 CLASSPATH = "airflow_ha.sensors.triggers.SmartSensorTrigger"
 
@@ -37,6 +38,7 @@ class SmartSensorTrigger(BaseTrigger):
         poke_interval: float,
         deadline: float,
         description: str,
+        deferred_at: float | None = None,  # absent from the rows of sensors deferred by older versions
     ) -> None:
         super().__init__()
         self.kind = kind
@@ -46,6 +48,7 @@ class SmartSensorTrigger(BaseTrigger):
         self.poke_interval = float(poke_interval)
         self.deadline = float(deadline)
         self.description = description
+        self.deferred_at = None if deferred_at is None else float(deferred_at)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -58,18 +61,52 @@ class SmartSensorTrigger(BaseTrigger):
                 "poke_interval": self.poke_interval,
                 "deadline": self.deadline,
                 "description": self.description,
+                "deferred_at": self.deferred_at,
             },
         )
 
     async def run(self):
+        hub = get_hub()
         remaining = max(0.0, self.deadline - time.time())
-        result = await get_hub().wait_ready(self.kind, self.target, self.hashcode, self.poke_interval, remaining)
+        waited = await hub.wait(self.kind, self.target, self.hashcode, self.poke_interval, remaining)
+        result = waited.result
         if result.ready:
             self.log.info("%s is ready: %s", self.description, result.detail)
-            yield TaskSuccessEvent()
+            outcome, event = "success", TaskSuccessEvent()
         elif result.permanent:  # waiting cannot help: the task fails now, with the cause
             self.log.error("%s cannot be poked: %s", self.description, result.detail)
-            yield TriggerEvent({"status": "error", "description": self.description, "error": result.detail})
+            outcome = "failed"
+            event = TriggerEvent({"status": "error", "description": self.description, "error": result.detail})
         else:
             self.log.info("%s not ready by the deadline: %s", self.description, result.detail)
-            yield TriggerEvent({"status": "timeout", "description": self.description, "last_poke": result.detail})
+            outcome = "timeout"
+            event = TriggerEvent({"status": "timeout", "description": self.description, "last_poke": result.detail})
+        self._record_finished(hub, outcome, result.detail, waited.pokes)
+        yield event
+
+    def _record_finished(self, hub, outcome: str, detail: str, pokes: int) -> None:
+        """History for ``airflow-ha sensors list --all``: written in the background, so a status store that
+        is away never holds up the event."""
+        ti = getattr(self, "task_instance", None)
+        if ti is None:
+            return
+        now = time.time()
+        hub.record_finished(
+            FinishedSensor(
+                dag_id=ti.dag_id,
+                task_id=ti.task_id,
+                run_id=ti.run_id,
+                map_index=int(getattr(ti, "map_index", -1)),
+                try_number=int(getattr(ti, "try_number", 0) or 0),
+                hashcode=self.hashcode,
+                kind=self.kind,
+                description=self.description,
+                shard=hub.shard,
+                replica=hub.replica,
+                outcome=outcome,
+                detail=detail,
+                waited_seconds=None if self.deferred_at is None else round(now - self.deferred_at, 1),
+                pokes=pokes,
+                finished_at=now,
+            )
+        )

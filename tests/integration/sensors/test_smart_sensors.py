@@ -195,4 +195,24 @@ def test_a_sensor_that_can_never_succeed_fails_at_once_with_the_cause(fleet):
         return callbacks.is_dir() and expected <= {p.name for p in callbacks.iterdir() if p.read_text() == run_id}
 
     wait_until(ran, 180, f"the callbacks {sorted(expected)}", interval=2)
+    # the sensor list keeps them after they finished (airflow-ha sensors list --all, the UI page)
+    shown = backend.api.request("GET", "/airflow-ha/sensors.json", params={"all": "true"}).json()
+    finished = {f["task_id"]: f for f in shown["finished"] if f["run_id"] == run_id}
+    assert {t: f["outcome"] for t, f in finished.items()} == {
+        "marker_dir_is_a_file": "failed",
+        "no_such_connection": "failed",
+        "ready_at_once": "success",
+    }, shown["finished"][:5]
+    assert all(f["waited_seconds"] is not None and f["pokes"] >= 1 for f in finished.values()), finished
+    assert finished["ready_at_once"]["detail"].startswith("found ")
+    table = subprocess.run(
+        ["airflow-ha", "sensors", "list", "--all"],
+        env=backend.airflow.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert f"sensor_fleet_broken.no_such_connection run={run_id}" in table, table[-3000:]
+    assert "connection 'no_such_conn' is not defined" in table, table[-3000:]
     print(f"\nboth impossible sensors failed {took:.0f} s after the trigger (timeout 3600 s); callbacks ran")

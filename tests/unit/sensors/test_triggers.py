@@ -69,3 +69,37 @@ def test_a_deadline_already_past_when_the_trigger_starts_pokes_before_timing_out
     assert isinstance(event, TaskSuccessEvent)
     late = asyncio.run(_first_event(_trigger(str(tmp_path / "edw.0005.job"), -120)))
     assert late.payload["status"] == "timeout" and late.payload["last_poke"] == f"no edw.0005.job in {tmp_path}"
+
+
+class _Recorded:
+    """Stands in for the hub's history writer (the status store itself is tested on real Redis)."""
+
+    def __init__(self):
+        self.finished = []
+
+    def record_finished(self, finished):
+        self.finished.append(finished)
+
+
+def test_a_finished_sensor_is_recorded_with_its_task_outcome_and_wait(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from airflow_ha.sensors import hub as hub_module
+
+    recorded = _Recorded()
+    monkeypatch.setattr(hub_module.PokeHub, "record_finished", lambda self, f: recorded.record_finished(f))
+    (tmp_path / "edw.0006.job").touch()
+    trigger = _trigger(str(tmp_path / "edw.0006.job"), 60)
+    trigger.deferred_at = time.time() - 30
+    trigger.task_instance = SimpleNamespace(dag_id="edw", task_id="wait", run_id="r1", map_index=-1, try_number=2)
+    assert isinstance(asyncio.run(_first_event(trigger)), TaskSuccessEvent)
+    (done,) = recorded.finished
+    assert (done.dag_id, done.task_id, done.run_id, done.try_number, done.outcome) == (
+        "edw",
+        "wait",
+        "r1",
+        2,
+        "success",
+    )
+    assert done.pokes == 1 and 30 <= done.waited_seconds < 60 and done.detail.startswith("found ")
+    assert done.hashcode == trigger.hashcode and done.description == trigger.description
