@@ -15,7 +15,7 @@ from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator, PokeReturnVa
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 from airflow_ha.edw.catalogue import Catalogue
-from airflow_ha.edw.runner import CatchUpRefused, fetch_watermarks, plan_job, run_days
+from airflow_ha.edw.runner import CatchUpRefused, fetch_history, history_window, plan_job, run_days
 
 CHECK_TASK_ID = "check_upstreams"
 CATCH_UP_TASK_ID = "catch_up"
@@ -41,7 +41,7 @@ class EdwUpstreamSensor(BaseSensorOperator):
     """Plan the run's business dates and wait until the job's upstreams have reached them.
 
     The business date is ``business_date`` (templated) if given, else the run's logical date in UTC.
-    Each poke is ONE query on the job-history table (the job's own and its upstreams' newest success).
+    Each poke is ONE query on the job-history table (the job's own and its upstreams' successes).
     Reschedule mode: between pokes the task gives its worker slot back. After ``timeout`` it fails
     with the upstreams still missing and how far each has got. Returns the plan (XCom) when ready.
     """
@@ -63,9 +63,10 @@ class EdwUpstreamSensor(BaseSensorOperator):
             business_date = date.fromisoformat(str(self.business_date)[:10])
         else:
             business_date = run_business_date(context)
-        watermarks = fetch_watermarks(edw_hook(job.conn_id), self.catalogue.history_table, [job.name, *job.upstreams])
+        since = history_window(job, business_date)
+        history = fetch_history(edw_hook(job.conn_id), self.catalogue.history_table, [job.name, *job.upstreams], since)
         try:
-            plan = plan_job(self.catalogue, job, business_date, watermarks, rerun=_rerun(context))
+            plan = plan_job(self.catalogue, job, business_date, history, rerun=_rerun(context))
         except CatchUpRefused as exc:
             raise AirflowFailException(str(exc)) from None
         self.log.info("%s", plan.describe())

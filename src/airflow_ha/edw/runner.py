@@ -2,9 +2,11 @@
 
 The job-history table (``Catalogue.history_table``, by default ``edw_job_history``) has the columns
 ``job_name``, ``business_date``, ``status`` and ``finished_at``; a job has finished a business date
-when there is a row with ``status = 'success'`` for it. Jobs run their dates in order, so a job's
-newest successful business date (its *watermark*) tells how far it has got, and ONE query answers
-for the job itself and all its upstreams.
+when there is a row with ``status = 'success'`` for it. ONE query answers for the job itself and all
+its upstreams: each one's newest success (its *watermark*: where the job's own catch-up starts) and the
+exact dates it finished in the window a plan can reach. Upstreams are checked date by date: an upstream
+whose history has a gap (a scheduler outage, a failed date followed by a successful one) holds back the
+dates it did not finish, even when its watermark is past them.
 
 Nothing here imports Airflow: the functions take a DB-API hook (anything with ``get_conn()``, e.g.
 an Airflow ``DbApiHook``), so they are tested on sqlite3 and run on MySQL the same way.
@@ -21,6 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from airflow_ha.edw.business_days import (
+    ONE_DAY,
     business_day_on_or_before,
     is_business_day,
     missed_business_days,
@@ -40,15 +43,36 @@ class CatchUpRefused(RuntimeError):
 
 @dataclass(frozen=True)
 class Wait:
-    """An upstream that has not reached the date the job needs."""
+    """An upstream that has not finished a date the job needs."""
 
     job: str
-    done_through: date | None
-    needed: date
+    done_through: date | None  # its newest success
+    needed: date  # the newest date it has not finished
+    missing: tuple[date, ...] = ()  # every date it has not finished, oldest first (when more than ``needed``)
 
     def __str__(self) -> str:
         done = f"done through {self.done_through}" if self.done_through else "never succeeded"
+        gaps = [day for day in self.missing if day != self.needed]
+        if gaps:
+            return f"{self.job} ({done}, needs {', '.join(str(d) for d in (*gaps, self.needed))})"
         return f"{self.job} ({done}, needs {self.needed})"
+
+
+@dataclass(frozen=True)
+class JobHistory:
+    """What the history table says about one job: its newest success, and every success in the window."""
+
+    latest: date | None = None
+    done: frozenset[date] = frozenset()
+
+    @classmethod
+    def through(cls, latest: date, since: date | None = None) -> JobHistory:
+        """A job that finished every date from ``since`` (default: ``latest``) to ``latest``."""
+        days, day = set(), since or latest
+        while day <= latest:
+            days.add(day)
+            day += ONE_DAY
+        return cls(latest, frozenset(days))
 
 
 @dataclass(frozen=True)
@@ -128,28 +152,65 @@ def _execute(cursor, sql: str, parameters: Mapping[str, Any], paramstyle: str) -
     cursor.execute(statement, arguments)
 
 
-def fetch_watermarks(hook: Any, table: str, jobs: Iterable[str]) -> dict[str, date]:
-    """Each job's newest successful business date, in ONE query; jobs that never succeeded are absent."""
-    names = list(dict.fromkeys(jobs))
-    if not names:
-        return {}
-    placeholders = ", ".join(f"%(job{index})s" for index in range(len(names)))
-    sql = (
-        f"SELECT job_name, MAX(business_date) FROM {table} "  # table: an identifier checked by the catalogue
-        f"WHERE status = %(status)s AND job_name IN ({placeholders}) GROUP BY job_name"
-    )
-    parameters = {"status": SUCCESS, **{f"job{index}": name for index, name in enumerate(names)}}
+def _query(hook: Any, sql: str, parameters: Mapping[str, Any]) -> list[tuple]:
     conn = hook.get_conn()
     try:
         cursor = conn.cursor()
         try:
             _execute(cursor, sql, parameters, paramstyle_of(conn))
-            rows = cursor.fetchall()
+            return cursor.fetchall()
         finally:
             cursor.close()
     finally:
         conn.close()
-    return {str(name): _as_date(latest) for name, latest in rows if latest is not None}
+
+
+def fetch_watermarks(hook: Any, table: str, jobs: Iterable[str]) -> dict[str, date]:
+    """Each job's newest successful business date, in ONE query; jobs that never succeeded are absent."""
+    return {name: h.latest for name, h in fetch_history(hook, table, jobs).items() if h.latest is not None}
+
+
+def fetch_history(hook: Any, table: str, jobs: Iterable[str], since: date | None = None) -> dict[str, JobHistory]:
+    """Each job's newest success and its successful dates from ``since`` on, in ONE query; jobs that never
+    succeeded are absent. Without ``since`` only the newest success is read."""
+    names = list(dict.fromkeys(jobs))
+    if not names:
+        return {}
+    placeholders = ", ".join(f"%(job{index})s" for index in range(len(names)))
+    where = f"WHERE status = %(status)s AND job_name IN ({placeholders})"  # table: checked by the catalogue
+    sql = f"SELECT job_name, MAX(business_date), 1 FROM {table} {where} GROUP BY job_name"
+    parameters: dict[str, Any] = {"status": SUCCESS, **{f"job{index}": name for index, name in enumerate(names)}}
+    if since is not None:
+        sql += f" UNION ALL SELECT job_name, business_date, 0 FROM {table} {where} AND business_date >= %(since)s"
+        parameters["since"] = since.isoformat()
+    latest: dict[str, date] = {}
+    done: dict[str, set[date]] = {}
+    for name, day, is_latest in _query(hook, sql, parameters):
+        if day is None:
+            continue
+        if int(is_latest):
+            latest[str(name)] = _as_date(day)
+        else:
+            done.setdefault(str(name), set()).add(_as_date(day))
+    return {name: JobHistory(latest[name], frozenset(done.get(name, ()))) for name in latest}
+
+
+def history_window(job: Job, business_date: date) -> date:
+    """The oldest date a plan for ``business_date`` can check: ``max_catch_up`` dates back (weekends and
+    holidays included), and the business day before that for the upstreams of its first date."""
+    return business_date - timedelta(days=2 * job.max_catch_up + 14)
+
+
+def missed_days(last_success: date | None, up_to: date) -> list[date]:
+    """A daily job's dates to run, oldest first: every date after ``last_success`` up to ``up_to`` (the
+    first run of a job with no history: ``up_to`` alone)."""
+    if last_success is None:
+        return [up_to]
+    days, day = [], last_success + ONE_DAY
+    while day <= up_to:
+        days.append(day)
+        day += ONE_DAY
+    return days
 
 
 def upstream_date_needed(catalogue: Catalogue, upstream: str, day: date) -> date:
@@ -164,25 +225,30 @@ def upstream_date_needed(catalogue: Catalogue, upstream: str, day: date) -> date
 
 
 def plan_job(
-    catalogue: Catalogue, job: Job, business_date: date, watermarks: Mapping[str, date], rerun: bool = False
+    catalogue: Catalogue, job: Job, business_date: date, history: Mapping[str, JobHistory], rerun: bool = False
 ) -> Plan:
     """Which dates the run of ``job`` for ``business_date`` has to run, and which upstreams it waits on.
 
     - business_day jobs: every business day missed since the last success, up to ``business_date``
       (:func:`missed_business_days`; on a weekend or holiday that can be none).
-    - daily jobs: ``business_date`` alone, unless the job has already got that far.
+    - daily jobs: every date missed since the last success, up to ``business_date`` (:func:`missed_days`):
+      a daily job whose runs did not happen (a scheduler outage) catches up its own dates.
     - ``rerun``: run ``business_date`` again even if it succeeded (business_day jobs: if it is one).
 
-    Upstreams are checked for the newest date of the plan only: every job runs its dates in order, so
-    an upstream that has reached that date has reached the earlier ones too.
+    Every planned date needs each upstream's success for that date (:func:`upstream_date_needed`),
+    looked up date by date, not by the upstream's newest success: a gap in an upstream's history holds
+    back exactly the dates it left out.
     """
-    last = watermarks.get(job.name)
+    own = history.get(job.name, JobHistory())
+    last = own.latest
     if job.schedule == BUSINESS_DAY:
         days = missed_business_days(last, business_date, catalogue.holidays)
         if rerun and is_business_day(business_date, catalogue.holidays) and business_date not in days:
             days.append(business_date)
     else:
-        days = [business_date] if rerun or last is None or last < business_date else []
+        days = missed_days(last, business_date)
+        if rerun and business_date not in days:
+            days.append(business_date)
     days.sort()
     if len(days) > job.max_catch_up:
         raise CatchUpRefused(
@@ -191,12 +257,12 @@ def plan_job(
             f"max_catch_up for the job in {catalogue.path}, or record the dates to skip as successes)"
         )
     waiting: list[Wait] = []
-    if days:
-        for upstream in job.upstreams:
-            needed = upstream_date_needed(catalogue, upstream, days[-1])
-            have = watermarks.get(upstream)
-            if have is None or have < needed:
-                waiting.append(Wait(upstream, have, needed))
+    for upstream in job.upstreams:
+        have = history.get(upstream, JobHistory())
+        needed = sorted({upstream_date_needed(catalogue, upstream, day) for day in days})
+        missing = tuple(day for day in needed if day not in have.done)
+        if missing:
+            waiting.append(Wait(upstream, have.latest, missing[-1], missing))
     return Plan(
         job=job.name,
         business_date=business_date,
@@ -259,10 +325,10 @@ def run_days(
         get_autocommit = getattr(hook, "get_autocommit", None)
         if get_autocommit is not None and get_autocommit(conn):
             hook.set_autocommit(conn, False)
-        done_through = fetch_watermarks(hook, catalogue.history_table, [job.name]).get(job.name)
+        done = fetch_history(hook, catalogue.history_table, [job.name], since=days[0]).get(job.name, JobHistory())
         for day in days:
-            if done_through is not None and day <= done_through and day != rerun_date:
-                say(f"{job.name} {day}: already done (history shows success through {done_through}), skipped")
+            if day in done.done and day != rerun_date:
+                say(f"{job.name} {day}: already done (the history has its success), skipped")
                 continue
             parameters = {
                 "business_date": day.isoformat(),

@@ -106,7 +106,9 @@ def edw_run(airflow_db, mysql, tmp_path_factory):
             ('edw.t001', '2026-12-22', 'success', '2026-12-22 03:00:00'),
             ('edw.t001', '2026-12-24', 'success', '2026-12-24 03:00:00'),
             ('edw.t001', '2026-12-28', 'failed', '2026-12-28 03:00:00'),
+            ('src.ledger', '2026-12-28', 'success', '2026-12-28 01:00:00'),
             ('src.ledger', '2026-12-29', 'success', '2026-12-29 01:00:00'),
+            ('edw.t000', '2026-12-28', 'success', '2026-12-28 01:30:00'),
             ('edw.t000', '2026-12-29', 'success', '2026-12-29 01:30:00'),
             ('edw.t002', '2026-12-24', 'success', '2026-12-24 03:00:00'),
             ('src.late', '2026-12-24', 'success', '2026-12-24 01:00:00');
@@ -190,6 +192,6 @@ def test_job_with_an_upstream_not_done_does_not_run(edw_run, mysql):
         ["2026-12-24", "success"]
     ]
     assert (
-        "edw.t002 did not run: upstreams not done after 5s: src.late (done through 2026-12-24, needs 2026-12-29)"
-        in (edw_run["output"])
+        "edw.t002 did not run: upstreams not done after 5s: "
+        "src.late (done through 2026-12-24, needs 2026-12-28, 2026-12-29)" in (edw_run["output"])
     )

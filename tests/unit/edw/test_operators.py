@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import date
+from datetime import date, timedelta
 from types import SimpleNamespace
 
 import pendulum
@@ -58,8 +58,13 @@ def edw(tmp_path, monkeypatch):
 
 
 def upstream_done_through(hook, day: str) -> None:
+    """src.ledger finished every date of December up to ``day`` (upstreams are checked date by date)."""
     conn = hook.get_conn()
-    conn.execute("INSERT INTO edw_job_history VALUES ('src.ledger', ?, 'success', '2026-12-29 01:00:00')", (day,))
+    first, last = date(2026, 12, 1), date.fromisoformat(day)
+    days = [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+    conn.executemany(
+        "INSERT INTO edw_job_history VALUES ('src.ledger', ?, 'success', '2026-12-29 01:00:00')", [(d,) for d in days]
+    )
     conn.commit()
     conn.close()
 

@@ -10,8 +10,10 @@ import pytest
 from airflow_ha.edw.catalogue import parse_catalogue
 from airflow_ha.edw.runner import (
     CatchUpRefused,
+    JobHistory,
     Wait,
     bind,
+    fetch_history,
     fetch_watermarks,
     paramstyle_of,
     plan_job,
@@ -19,6 +21,12 @@ from airflow_ha.edw.runner import (
 )
 
 D = date.fromisoformat
+
+
+def done_through(latest: dict[str, str]) -> dict[str, JobHistory]:
+    """Histories in which each job finished every date of November and December up to its date."""
+    return {job: JobHistory.through(D(day), since=D("2026-11-01")) for job, day in latest.items()}
+
 
 CATALOGUE = parse_catalogue(
     """\
@@ -120,13 +128,31 @@ def test_watermarks_of_the_job_and_its_upstreams_in_one_query(hook):
     watermarks = fetch_watermarks(hook, "edw_job_history", ["edw.load", "src.ledger", "src.fx"])
     assert watermarks == {"edw.load": D("2026-12-24"), "src.ledger": D("2026-12-29")}
     assert [s for s in hook.statements if s.lstrip().upper().startswith("SELECT")] == [
-        "SELECT job_name, MAX(business_date) FROM edw_job_history WHERE status = 'success' "
+        "SELECT job_name, MAX(business_date), 1 FROM edw_job_history WHERE status = 'success' "
         "AND job_name IN ('edw.load', 'src.ledger', 'src.fx') GROUP BY job_name"
     ]
 
 
+def test_history_reads_the_exact_dates_of_the_window_in_the_same_one_query(hook):
+    history(
+        hook,
+        ("src.ledger", "2026-12-21", "success"),
+        ("src.ledger", "2026-12-22", "success"),
+        ("src.ledger", "2026-12-23", "failed"),  # a failure leaves a gap
+        ("src.ledger", "2026-12-24", "success"),
+        ("src.ledger", "2026-11-02", "success"),  # before the window
+        ("src.fx", "2026-12-24", "success"),
+    )
+    found = fetch_history(hook, "edw_job_history", ["src.ledger", "src.fx", "edw.load"], since=D("2026-12-01"))
+    assert found == {
+        "src.ledger": JobHistory(D("2026-12-24"), frozenset({D("2026-12-21"), D("2026-12-22"), D("2026-12-24")})),
+        "src.fx": JobHistory(D("2026-12-24"), frozenset({D("2026-12-24")})),
+    }
+    assert len([s for s in hook.statements if s.lstrip().upper().startswith("SELECT")]) == 1
+
+
 def test_business_day_job_plans_the_missed_days_and_is_ready():
-    watermarks = {"edw.load": D("2026-12-24"), "src.ledger": D("2026-12-29"), "src.fx": D("2026-12-29")}
+    watermarks = done_through({"edw.load": "2026-12-24", "src.ledger": "2026-12-29", "src.fx": "2026-12-29"})
     plan = plan_job(CATALOGUE, LOAD, D("2026-12-29"), watermarks)
     assert plan.days == (D("2026-12-28"), D("2026-12-29"))
     assert plan.ready and plan.last_success == D("2026-12-24")
@@ -140,12 +166,12 @@ def test_business_day_job_plans_the_missed_days_and_is_ready():
 
 
 def test_upstreams_must_reach_the_newest_planned_day():
-    watermarks = {"edw.load": D("2026-12-24"), "src.ledger": D("2026-12-28")}
+    watermarks = done_through({"edw.load": "2026-12-24", "src.ledger": "2026-12-28"})
     plan = plan_job(CATALOGUE, LOAD, D("2026-12-29"), watermarks)
     assert plan.days == (D("2026-12-28"), D("2026-12-29"))
     assert plan.waiting_on == (
-        Wait("src.ledger", D("2026-12-28"), D("2026-12-29")),
-        Wait("src.fx", None, D("2026-12-29")),
+        Wait("src.ledger", D("2026-12-28"), D("2026-12-29"), (D("2026-12-29"),)),
+        Wait("src.fx", None, D("2026-12-29"), (D("2026-12-28"), D("2026-12-29"))),
     )
     assert (
         "waiting on src.ledger (done through 2026-12-28, needs 2026-12-29); src.fx (never succeeded" in plan.describe()
@@ -153,39 +179,68 @@ def test_upstreams_must_reach_the_newest_planned_day():
 
 
 def test_daily_job_on_a_saturday_needs_the_business_day_upstream_through_friday():
-    watermarks = {"edw.snapshot": D("2026-12-18"), "edw.load": D("2026-12-18"), "src.fx": D("2026-12-19")}
+    watermarks = done_through({"edw.snapshot": "2026-12-18", "edw.load": "2026-12-18", "src.fx": "2026-12-19"})
     plan = plan_job(CATALOGUE, SNAPSHOT, D("2026-12-19"), watermarks)
-    assert plan.days == (D("2026-12-19"),)  # daily: the run's date alone, no catch-up
+    assert plan.days == (D("2026-12-19"),)
     assert plan.ready
     # On Monday the business-day upstream must have done Monday.
-    plan = plan_job(CATALOGUE, SNAPSHOT, D("2026-12-21"), {**watermarks, "src.fx": D("2026-12-21")})
-    assert plan.waiting_on == (Wait("edw.load", D("2026-12-18"), D("2026-12-21")),)
+    # On Monday it catches up Saturday to Monday, and the business-day upstream must have done Monday.
+    plan = plan_job(CATALOGUE, SNAPSHOT, D("2026-12-21"), {**watermarks, **done_through({"src.fx": "2026-12-21"})})
+    assert plan.days == (D("2026-12-19"), D("2026-12-20"), D("2026-12-21"))
+    assert plan.waiting_on == (Wait("edw.load", D("2026-12-18"), D("2026-12-21"), (D("2026-12-21"),)),)
+
+
+def test_a_gap_in_an_upstreams_history_holds_back_the_date_it_left_out():
+    """An upstream that failed on 23 December and succeeded on the 24th: its newest success is past every
+    date edw.load needs, but the 23rd never arrived, so edw.load must not load it (nor record success)."""
+    ledger = JobHistory(
+        D("2026-12-29"), frozenset(D(d) for d in ("2026-12-22", "2026-12-24", "2026-12-28", "2026-12-29"))
+    )
+    history = {**done_through({"edw.load": "2026-12-22", "src.fx": "2026-12-29"}), "src.ledger": ledger}
+    plan = plan_job(CATALOGUE, LOAD, D("2026-12-29"), history)
+    assert plan.days == (D("2026-12-23"), D("2026-12-24"), D("2026-12-28"), D("2026-12-29"))
+    assert plan.waiting_on == (Wait("src.ledger", D("2026-12-29"), D("2026-12-23"), (D("2026-12-23"),)),)
+    assert "src.ledger (done through 2026-12-29, needs 2026-12-23)" in plan.describe()
+    # once the upstream's 23rd is there (a rerun of it), edw.load is ready for all four
+    fixed = {**history, "src.ledger": JobHistory(D("2026-12-29"), ledger.done | {D("2026-12-23")})}
+    assert plan_job(CATALOGUE, LOAD, D("2026-12-29"), fixed).ready
+
+
+def test_a_daily_job_catches_up_its_own_missed_dates():
+    """A scheduler outage: edw.snapshot last ran for 15 December; its run for the 19th runs the 16th to the
+    19th, each waiting on its own upstream dates."""
+    history = done_through({"edw.snapshot": "2026-12-15", "edw.load": "2026-12-18", "src.fx": "2026-12-19"})
+    plan = plan_job(CATALOGUE, SNAPSHOT, D("2026-12-19"), history)
+    assert plan.days == (D("2026-12-16"), D("2026-12-17"), D("2026-12-18"), D("2026-12-19")) and plan.ready
+    with pytest.raises(CatchUpRefused, match=r"edw\.snapshot: 6 business dates"):
+        plan_job(CATALOGUE, SNAPSHOT, D("2026-12-21"), history)  # max_catch_up 5
 
 
 def test_nothing_to_do_needs_no_upstreams():
-    plan = plan_job(CATALOGUE, LOAD, D("2026-12-29"), {"edw.load": D("2026-12-29")})
+    plan = plan_job(CATALOGUE, LOAD, D("2026-12-29"), done_through({"edw.load": "2026-12-29"}))
     assert plan.days == () and plan.ready
-    assert plan_job(CATALOGUE, LOAD, D("2026-12-25"), {"edw.load": D("2026-12-24")}).days == ()  # holiday
-    assert plan_job(CATALOGUE, SNAPSHOT, D("2026-12-19"), {"edw.snapshot": D("2026-12-19")}).days == ()
+    assert plan_job(CATALOGUE, LOAD, D("2026-12-25"), done_through({"edw.load": "2026-12-24"})).days == ()  # holiday
+    assert plan_job(CATALOGUE, SNAPSHOT, D("2026-12-19"), done_through({"edw.snapshot": "2026-12-19"})).days == ()
 
 
 def test_rerun_adds_the_run_date():
-    watermarks = {"edw.load": D("2026-12-29"), "src.ledger": D("2026-12-29"), "src.fx": D("2026-12-29")}
+    watermarks = done_through({"edw.load": "2026-12-29", "src.ledger": "2026-12-29", "src.fx": "2026-12-29"})
     assert plan_job(CATALOGUE, LOAD, D("2026-12-29"), watermarks, rerun=True).days == (D("2026-12-29"),)
     assert plan_job(CATALOGUE, LOAD, D("2026-12-25"), watermarks, rerun=True).days == ()  # not a business day
-    assert plan_job(CATALOGUE, SNAPSHOT, D("2026-12-20"), {"edw.snapshot": D("2026-12-20")}, rerun=True).days == (
-        D("2026-12-20"),
-    )
+    snapshot = done_through({"edw.snapshot": "2026-12-20"})
+    assert plan_job(CATALOGUE, SNAPSHOT, D("2026-12-20"), snapshot, rerun=True).days == (D("2026-12-20"),)
 
 
 def test_first_run_of_a_job_without_history():
-    plan = plan_job(CATALOGUE, LOAD, D("2026-12-29"), {"src.ledger": D("2026-12-29"), "src.fx": D("2026-12-29")})
+    plan = plan_job(
+        CATALOGUE, LOAD, D("2026-12-29"), done_through({"src.ledger": "2026-12-29", "src.fx": "2026-12-29"})
+    )
     assert plan.days == (D("2026-12-29"),) and plan.last_success is None and plan.ready
 
 
 def test_too_long_a_backlog_is_refused():
     with pytest.raises(CatchUpRefused, match=r"edw.load: 7 business dates to catch up \(2026-12-01 .. 2026-12-09"):
-        plan_job(CATALOGUE, LOAD, D("2026-12-09"), {"edw.load": D("2026-11-30")})
+        plan_job(CATALOGUE, LOAD, D("2026-12-09"), done_through({"edw.load": "2026-11-30"}))
 
 
 def test_run_days_in_order_with_success_rows(hook):
@@ -231,6 +286,13 @@ def test_a_failing_date_is_rolled_back_recorded_failed_and_a_retry_resumes_there
     assert run_days(hook, CATALOGUE, LOAD, days, say=said.append) == [D("2026-12-29"), D("2026-12-30")]
     assert any("2026-12-28: already done" in line for line in said)
     assert query(hook, "SELECT COUNT(*) FROM loaded WHERE business_date = '2026-12-28'") == [(2,)]
+
+
+def test_run_days_skips_exactly_the_dates_done_and_runs_a_gap(hook):
+    history(hook, ("edw.load", "2026-12-28", "success"))  # the 24th was never done, the 28th was
+    ran = run_days(hook, CATALOGUE, LOAD, [D("2026-12-24"), D("2026-12-28")])
+    assert ran == [D("2026-12-24")]
+    assert query(hook, "SELECT DISTINCT business_date FROM loaded") == [("2026-12-24",)]
 
 
 def test_rerun_date_runs_again(hook):
