@@ -10,12 +10,14 @@ Every DAG has two tasks:
 
 ``check_upstreams``
     ONE query on the job-history table ``edw_job_history(job_name, business_date, status,
-    finished_at)`` gives the newest successful business date of the job and of each upstream. From
-    the job's own, it plans the dates to run: for a ``business_day`` job every business day missed
-    since its last success up to the run's date (weekends and the catalogue's holidays skipped: after
-    a Thursday success, a Christmas Friday holiday and a weekend, Tuesday's run does Monday and
-    Tuesday); for a ``daily`` job the run's date alone. It then WAITS until every upstream has
-    reached the newest planned date.
+    finished_at)`` gives the newest successful business date of the job and of each upstream, and the
+    dates each finished in the window a plan can reach. From the job's own, it plans the dates to run:
+    for a ``business_day`` job every business day missed since its last success up to the run's date
+    (weekends and the catalogue's holidays skipped: after a Thursday success, a Christmas Friday
+    holiday and a weekend, Tuesday's run does Monday and Tuesday); for a ``daily`` job every date
+    missed since its last success (after a scheduler outage it catches up its own dates). It then
+    WAITS until every upstream has finished each date a planned date needs, date by date: an upstream
+    whose history has a gap holds that date back even if its newest success is later.
 
     Waiting is a sensor in reschedule mode: it re-checks every ``poke_interval`` (5 min) without
     holding a worker slot, and after ``wait_timeout`` (12 h) the task FAILS with the upstreams still
@@ -29,12 +31,13 @@ Every DAG has two tasks:
     ``failed`` row, and stops the run; a retry resumes at that date (the dates already recorded are
     skipped).
 
-The run's business date is its logical date in UTC (``ds``; a manual run without one: its
-``run_after``). The schedule is ``run_at`` UTC every day, or Monday to Friday for business-day jobs;
-a run that falls on a holiday only catches up a backlog, if any. ``max_active_runs=1``: two runs of
-one job would plan the same missed dates. Trigger with param ``rerun=true`` to run a date again that
-already succeeded. Missed dates beyond ``max_catch_up`` make the check fail instead of loading a long
-backlog unattended.
+The run's business date is the date of its logical date in the catalogue's ``timezone`` (default:
+Airflow's ``[core] default_timezone``; a manual run without a logical date: its ``run_after``), or the
+``business_date`` param of a manual run. The schedule is ``run_at`` in that time zone every day, or
+Monday to Friday for business-day jobs; a run that falls on a holiday only catches up a backlog, if any.
+``max_active_runs=1``: two runs of one job would plan the same missed dates. Trigger with param
+``rerun=true`` to run a date again that already succeeded. Missed dates beyond ``max_catch_up`` make the
+check fail instead of loading a long backlog unattended.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import os
 from pathlib import Path
 
 import pendulum
+from airflow.configuration import conf
 from airflow.sdk import DAG, Param
 
 from airflow_ha.edw.catalogue import BUSINESS_DAY, ENV_CATALOGUE, load_catalogue
@@ -51,7 +55,8 @@ from airflow_ha.edw.operators import CATCH_UP_TASK_ID, CHECK_TASK_ID, EdwCatchUp
 DEFAULT_CATALOGUE = Path(__file__).resolve().parent / "catalogue" / "edw_jobs.yaml"
 CATALOGUE_PATH = os.environ.get(ENV_CATALOGUE) or str(DEFAULT_CATALOGUE)
 
-catalogue = load_catalogue(CATALOGUE_PATH)  # CatalogueError: this file's import error, naming file and key
+# CatalogueError: this file's import error, naming file and key
+catalogue = load_catalogue(CATALOGUE_PATH, default_timezone=conf.get("core", "default_timezone", fallback="utc"))
 
 for job in catalogue:
     upstream_list = ", ".join(job.upstreams) or "none"
@@ -60,18 +65,24 @@ for job in catalogue:
         description=f"EDW job {job.name} ({job.schedule}): {job.description or 'catalogue job'}",
         doc_md=(
             f"**{job.name}**: {job.description}\n\n"
-            f"- calendar: `{job.schedule}`, runs `{job.cron}` (UTC)\n"
+            f"- calendar: `{job.schedule}`, runs `{job.cron}` ({catalogue.timezone})\n"
             f"- upstreams: {upstream_list}\n"
             f"- tasks, in order: {', '.join(task.id for task in job.tasks)}\n"
             f"- EDW connection: `{job.conn_id}`, history table `{catalogue.history_table}`\n"
             f"- catalogue: `{catalogue.path}`"
         ),
         schedule=job.cron,
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        start_date=pendulum.datetime(2026, 1, 1, tz=catalogue.timezone),  # the cron runs in this zone
         catchup=False,  # missed business days are caught up by the job itself, from its history
         max_active_runs=1,
         params={
             "rerun": Param(False, type="boolean", description="run the business date again even if it succeeded"),
+            "business_date": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                description="a manual run's business date (YYYY-MM-DD); default: the run's date",
+            ),
         },
         default_args={"owner": job.owner, "retries": job.retries, "retry_delay": job.retry_delay},
         tags=["airflow-ha", "edw", "edw-dynamic", job.schedule.replace("_", "-")],
@@ -80,6 +91,7 @@ for job in catalogue:
             task_id=CHECK_TASK_ID,
             catalogue=catalogue,
             job_name=job.name,
+            business_date="{{ params.business_date or '' }}",
             poke_interval=job.poke_interval,
             timeout=job.wait_timeout,
             doc_md=f"Waits on {upstream_list} (one query on {catalogue.history_table} per check).",
@@ -91,7 +103,7 @@ for job in catalogue:
             doc_md=(
                 "Runs every missed business day, oldest first."
                 if job.schedule == BUSINESS_DAY
-                else "Runs the run's date (daily job: no catch-up)."
+                else "Runs every missed date, oldest first."
             ),
         )
         check >> catch_up

@@ -7,9 +7,11 @@ and the line, e.g. ``dags/catalogue/edw_jobs.yaml: jobs[3].tasks[1].sql: missing
 The format (see ``dags/catalogue/edw_jobs.yaml`` for a full example)::
 
     history_table: edw_job_history     # (job_name, business_date, status, finished_at) in the EDW DB
+    timezone: Asia/Seoul               # run_at and business dates are in it (default: Airflow's
+                                       # [core] default_timezone, that of the deployment)
     defaults:                          # any job key below can be set here for every job
       conn_id: edw_db                  # Airflow connection id of the EDW database
-      run_at: "02:00"                  # UTC time of the daily / business-day run
+      run_at: "02:00"                  # time of the daily / business-day run, in ``timezone``
       poke_interval: 5m                # how often a job checks its upstreams while waiting
       wait_timeout: 12h                # how long it waits for them before failing
       max_catch_up: 20                 # most business days one run catches up before refusing
@@ -17,6 +19,8 @@ The format (see ``dags/catalogue/edw_jobs.yaml`` for a full example)::
       retry_delay: 5m
       owner: edw
     holidays: [2026-12-25, 2026-12-28]
+    holidays_through: 2027-12-31       # the list is complete through this date (default: the end of
+                                       # the year of its last holiday); it must cover the next 12 months
     external_jobs:                     # upstreams that are not in this catalogue, with their calendar
       src.crm: business_day
     jobs:
@@ -72,7 +76,8 @@ SQL_PERCENT = re.compile(r"%(?:(%)|\((\w*)\)s)?")
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours"}
 
-TOP_LEVEL_KEYS = ("history_table", "defaults", "holidays", "external_jobs", "jobs")
+TOP_LEVEL_KEYS = ("history_table", "timezone", "defaults", "holidays", "holidays_through", "external_jobs", "jobs")
+CALENDAR_AHEAD = timedelta(days=365)  # how far ahead the holiday list must reach
 DEFAULTABLE_KEYS = (
     "conn_id",
     "run_at",
@@ -145,6 +150,8 @@ class Catalogue:
     holidays: frozenset[date]
     external_jobs: dict[str, str]  # name -> schedule kind
     jobs: tuple[Job, ...]
+    timezone: str = "UTC"  # IANA name: run_at and business dates are in it
+    holidays_through: date | None = None  # the holiday list is complete through this date
     _by_name: dict[str, Job] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -168,8 +175,9 @@ def dag_id_of(job_name: str) -> str:
     return DAG_ID_PREFIX + re.sub(r"[^A-Za-z0-9_]", "_", job_name.removeprefix("edw."))
 
 
-def load_catalogue(path: str | Path) -> Catalogue:
-    """Read and validate the catalogue at ``path``; raises :class:`CatalogueError`."""
+def load_catalogue(path: str | Path, default_timezone: str = "UTC", today: date | None = None) -> Catalogue:
+    """Read and validate the catalogue at ``path``; raises :class:`CatalogueError`. ``default_timezone`` is
+    the catalogue's when it names none (the DAG file passes Airflow's ``[core] default_timezone``)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -177,12 +185,16 @@ def load_catalogue(path: str | Path) -> Catalogue:
         raise CatalogueError(f"{path}: no such file (set {ENV_CATALOGUE} to the catalogue's path)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CatalogueError(f"{path}: cannot read: {exc}") from None
-    return parse_catalogue(text, source=path)
+    return parse_catalogue(text, source=path, default_timezone=default_timezone, today=today or date.today())
 
 
-def parse_catalogue(text: str, source: str | Path = "<catalogue>") -> Catalogue:
-    """Validate catalogue YAML ``text``; ``source`` is the file name used in error messages."""
-    return _Parser(text, source).parse()
+def parse_catalogue(
+    text: str, source: str | Path = "<catalogue>", default_timezone: str = "UTC", today: date | None = None
+) -> Catalogue:
+    """Validate catalogue YAML ``text``; ``source`` is the file name used in error messages. ``today`` is
+    where the holiday list's 12 months of cover are counted from (None: not checked, for fixtures with
+    fixed dates; :func:`load_catalogue`, which the DAG file calls, checks from the date now)."""
+    return _Parser(text, source).parse(default_timezone, today)
 
 
 def _yaml_error(source: str | Path, exc: yaml.YAMLError) -> CatalogueError:
@@ -301,7 +313,7 @@ class _Parser:
             raise self.fail(where, f'expected "HH:MM" in quotes; unquoted, YAML reads it as the number {value}')
         match = _RUN_AT.fullmatch(value) if isinstance(value, str) else None
         if match is None:
-            raise self.fail(where, f'expected a UTC time "HH:MM", got {value!r}')
+            raise self.fail(where, f'expected a time "HH:MM", got {value!r}')
         return time(int(match.group(1)), int(match.group(2)))
 
     def a_date(self, value: Any, where: str) -> date:
@@ -345,7 +357,17 @@ class _Parser:
 
     # -- the document -----------------------------------------------------------------------------
 
-    def parse(self) -> Catalogue:
+    def timezone(self, value: Any, where: str) -> str:
+        import pendulum
+
+        name = self.string(value, where)
+        try:
+            pendulum.timezone(name)
+        except Exception:
+            raise self.fail(where, f"{name!r} is not a time zone (an IANA name like Asia/Seoul or UTC)") from None
+        return name
+
+    def parse(self, default_timezone: str = "UTC", today: date | None = None) -> Catalogue:
         data = self.load_yaml()
         if data is None:
             raise CatalogueError(f"{self.source}: empty file (expected a mapping with a 'jobs' list)")
@@ -369,6 +391,20 @@ class _Parser:
             if day in holidays:
                 raise self.fail(f"holidays[{index}]", f"duplicate holiday {day}")
             holidays.add(day)
+
+        timezone = self.timezone(data.get("timezone", default_timezone), "timezone")
+        through = None
+        if "holidays_through" in data:
+            through = self.a_date(data["holidays_through"], "holidays_through")
+        elif holidays:
+            through = date(max(holidays).year, 12, 31)
+        if through is not None and today is not None and through < today + CALENDAR_AHEAD:
+            # past its end, holidays would silently count as business days
+            raise self.fail(
+                "holidays_through" if "holidays_through" in data else "holidays",
+                f"the holiday calendar ends {through}; it must cover the next 12 months (through "
+                f"{today + CALENDAR_AHEAD}): add the holidays of {through.year + 1} and set holidays_through",
+            )
 
         external: dict[str, str] = {}
         if "external_jobs" in data:
@@ -395,6 +431,8 @@ class _Parser:
             holidays=frozenset(holidays),
             external_jobs=external,
             jobs=tuple(jobs),
+            timezone=timezone,
+            holidays_through=through,
         )
 
     def defaultable(self, key: str, value: Any, where: str) -> Any:

@@ -26,10 +26,12 @@ def edw_hook(conn_id: str):
     return BaseHook.get_connection(conn_id).get_hook()
 
 
-def run_business_date(context) -> date:
-    """The run's logical date (UTC), or when it has none (a manual run without one) its run_after."""
+def run_business_date(context, timezone: str = "UTC") -> date:
+    """The date of the run's logical date in the catalogue's ``timezone`` (a run at 00:30 in Seoul is for
+    that Seoul date, not the UTC date before it), or when it has none (a manual run without one) of its
+    run_after."""
     moment = context.get("logical_date") or context["dag_run"].run_after
-    return pendulum.instance(moment).in_timezone("UTC").date()
+    return pendulum.instance(moment).in_timezone(timezone).date()
 
 
 def _rerun(context) -> bool:
@@ -40,7 +42,8 @@ def _rerun(context) -> bool:
 class EdwUpstreamSensor(BaseSensorOperator):
     """Plan the run's business dates and wait until the job's upstreams have reached them.
 
-    The business date is ``business_date`` (templated) if given, else the run's logical date in UTC.
+    The business date is ``business_date`` (templated; the DAGs pass a manual run's ``business_date``
+    param) if given, else the date of the run's logical date in the catalogue's time zone.
     Each poke is ONE query on the job-history table (the job's own and its upstreams' successes).
     Reschedule mode: between pokes the task gives its worker slot back. After ``timeout`` it fails
     with the upstreams still missing and how far each has got. Returns the plan (XCom) when ready.
@@ -60,9 +63,12 @@ class EdwUpstreamSensor(BaseSensorOperator):
     def poke(self, context) -> bool | PokeReturnValue:
         job = self.catalogue.job(self.job_name)
         if self.business_date:
-            business_date = date.fromisoformat(str(self.business_date)[:10])
+            try:
+                business_date = date.fromisoformat(str(self.business_date).strip()[:10])
+            except ValueError:
+                raise AirflowFailException(f"business_date {self.business_date!r} is not a date YYYY-MM-DD") from None
         else:
-            business_date = run_business_date(context)
+            business_date = run_business_date(context, self.catalogue.timezone)
         since = history_window(job, business_date)
         history = fetch_history(edw_hook(job.conn_id), self.catalogue.history_table, [job.name, *job.upstreams], since)
         try:

@@ -163,7 +163,7 @@ def test_edw_dynamic_builds_one_dag_per_catalogue_job(parsed):
         assert dag["edges"] == [["check_upstreams", "catch_up"]]
         assert dag["cron"] == job.cron
         assert dag["max_active_runs"] == 1 and dag["catchup"] is False
-        assert dag["params"] == ["rerun"]
+        assert dag["params"] == ["business_date", "rerun"]
         assert {"edw", "edw-dynamic"} <= set(dag["tags"])
         assert dag["owner"] == job.owner
 

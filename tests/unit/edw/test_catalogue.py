@@ -219,7 +219,7 @@ BAD = {
         "jobs[1].run_at",
         "unquoted, YAML reads it as the number 390",
     ),
-    "run_at out of range": (replace('run_at: "06:30"', 'run_at: "25:00"'), "jobs[1].run_at", "expected a UTC time"),
+    "run_at out of range": (replace('run_at: "06:30"', 'run_at: "25:00"'), "jobs[1].run_at", "expected a time"),
     "bad duration": (
         replace("wait_timeout: 90m", "wait_timeout: 90 minutes"),
         "jobs[1].wait_timeout",
@@ -339,5 +339,36 @@ def test_load_names_the_real_file(tmp_path):
     path = tmp_path / "edw_jobs.yaml"
     path.write_text(replace("schedule: daily", "schedule: weekly"))
     with pytest.raises(CatalogueError) as raised:
-        load_catalogue(path)
+        load_catalogue(path, today=date(2025, 12, 1))
     assert str(raised.value).startswith(f"{path}: jobs[1].schedule: ")
+
+
+def test_the_time_zone_is_the_catalogues_or_the_deployments():
+    assert parse_catalogue(GOOD, source=SOURCE).timezone == "UTC"
+    assert parse_catalogue(GOOD, source=SOURCE, default_timezone="Europe/Berlin").timezone == "Europe/Berlin"
+    seoul = parse_catalogue("timezone: Asia/Seoul\n" + GOOD, source=SOURCE, default_timezone="Europe/Berlin")
+    assert seoul.timezone == "Asia/Seoul"
+    with pytest.raises(CatalogueError, match=r"timezone: 'Asia/Soul' is not a time zone \(an IANA name.*\(line 1\)"):
+        parse_catalogue("timezone: Asia/Soul\n" + GOOD, source=SOURCE)
+
+
+def test_a_holiday_calendar_that_runs_out_within_12_months_is_refused():
+    """Past its last year, holidays would count as business days without a word: refuse it a year ahead."""
+    in_time = parse_catalogue(GOOD, source=SOURCE, today=date(2025, 12, 31))  # 2026's list covers 2026
+    assert in_time.holidays_through == date(2026, 12, 31)
+    with pytest.raises(CatalogueError) as raised:
+        parse_catalogue(GOOD, source=SOURCE, today=date(2026, 1, 2))
+    assert str(raised.value) == (
+        f"{SOURCE}: holidays: the holiday calendar ends 2026-12-31; it must cover the next 12 months (through "
+        "2027-01-02): add the holidays of 2027 and set holidays_through (line 5)"
+    )
+    # a list known complete beyond its last holiday says so
+    extended = parse_catalogue("holidays_through: 2027-06-30\n" + GOOD, source=SOURCE, today=date(2026, 6, 1))
+    assert extended.holidays_through == date(2027, 6, 30)
+    no_holidays = GOOD.replace('holidays: [2026-12-25, "2026-12-31"]\n', "")
+    assert parse_catalogue(no_holidays, source=SOURCE, today=date(2030, 1, 1)).holidays_through is None
+
+
+def test_the_shipped_catalogue_covers_the_next_12_months():
+    """Fails a year before the shipped holiday list runs out: time to add the next year's TARGET2 days."""
+    assert load_catalogue(SHIPPED).holidays_through >= date.today() + timedelta(days=365)

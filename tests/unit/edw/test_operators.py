@@ -15,8 +15,7 @@ from airflow_ha.edw import operators
 from airflow_ha.edw.catalogue import parse_catalogue
 from airflow_ha.edw.operators import EdwCatchUpOperator, EdwUpstreamSensor, run_business_date
 
-CATALOGUE = parse_catalogue(
-    """\
+CATALOGUE_TEXT = """\
 holidays: [2026-12-25]
 defaults: {max_catch_up: 3}
 external_jobs: {src.ledger: business_day}
@@ -27,9 +26,8 @@ jobs:
     tasks:
       - id: load
         sql: INSERT INTO loaded (business_date) VALUES (%(business_date)s)
-""",
-    source="test.yaml",
-)
+"""
+CATALOGUE = parse_catalogue(CATALOGUE_TEXT, source="test.yaml")
 
 
 class SqliteHook:
@@ -85,6 +83,28 @@ def sensor(**kwargs) -> EdwUpstreamSensor:
 def test_business_date_is_the_logical_date_in_utc_or_run_after():
     assert run_business_date(context("2026-12-29T23:30:00-05:00")) == date(2026, 12, 30)
     assert run_business_date(context(None)) == date(2026, 12, 29)
+
+
+def test_the_business_date_is_the_date_in_the_catalogues_time_zone():
+    """00:30 on 29 December in Seoul is 15:30 on the 28th in UTC: a Seoul catalogue's run is for the 29th."""
+    seoul_night = context("2026-12-28T15:30:00+00:00")
+    assert run_business_date(seoul_night) == date(2026, 12, 28)
+    assert run_business_date(seoul_night, "Asia/Seoul") == date(2026, 12, 29)
+
+
+def test_a_manual_runs_business_date_wins_and_a_bad_one_is_named(edw):
+    upstream_done_through(edw, "2026-12-29")
+    seoul = parse_catalogue("timezone: Asia/Seoul\n" + CATALOGUE_TEXT, source="test.yaml")
+    check = EdwUpstreamSensor(task_id="check_upstreams", catalogue=seoul, job_name="edw.0001")
+    plan = check.poke(context("2026-12-28T15:30:00+00:00")).xcom_value
+    assert plan["business_date"] == "2026-12-29"  # Seoul's date, not UTC's 28th
+    manual = EdwUpstreamSensor(
+        task_id="check_upstreams", catalogue=seoul, job_name="edw.0001", business_date="2026-12-28"
+    )
+    assert manual.poke(context("2026-12-28T15:30:00+00:00")).xcom_value["days"] == ["2026-12-28"]
+    bad = EdwUpstreamSensor(task_id="check_upstreams", catalogue=seoul, job_name="edw.0001", business_date="28/12")
+    with pytest.raises(AirflowFailException, match="business_date '28/12' is not a date YYYY-MM-DD"):
+        bad.poke(context(None))
 
 
 def test_sensor_waits_while_an_upstream_is_behind(edw):
