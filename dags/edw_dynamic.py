@@ -35,8 +35,9 @@ The run's business date is the date of its logical date in the catalogue's ``tim
 Airflow's ``[core] default_timezone``; a manual run without a logical date: its ``run_after``), or the
 ``business_date`` param of a manual run. The schedule is ``run_at`` in that time zone every day, or
 Monday to Friday for business-day jobs; a run that falls on a holiday only catches up a backlog, if any.
-``max_active_runs=1``: two runs of one job would plan the same missed dates. Trigger with param
-``rerun=true`` to run a date again that already succeeded. Missed dates beyond ``max_catch_up`` make the
+``max_active_runs=1``: two runs of one job would plan the same missed dates. Clearing a run runs its
+date again, as Airflow's clear does for any task (also when that date has succeeded); trigger with param
+``rerun=true`` for the same on a new run. Missed dates beyond ``max_catch_up`` make the
 check fail instead of loading a long backlog unattended.
 """
 

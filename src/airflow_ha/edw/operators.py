@@ -35,8 +35,12 @@ def run_business_date(context, timezone: str = "UTC") -> date:
 
 
 def _rerun(context) -> bool:
+    """Run the business date again even if it succeeded: the ``rerun`` param, or a run a user cleared
+    (Airflow's clear means "run this again"; the history alone would say there is nothing left to do)."""
     value = (context.get("params") or {}).get("rerun", False)
-    return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+    if value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes"):
+        return True
+    return int(getattr(context.get("dag_run"), "clear_number", 0) or 0) > 0
 
 
 class EdwUpstreamSensor(BaseSensorOperator):

@@ -107,6 +107,22 @@ def test_a_manual_runs_business_date_wins_and_a_bad_one_is_named(edw):
         bad.poke(context(None))
 
 
+def test_a_cleared_run_runs_its_date_again(edw):
+    """Clearing a run whose date succeeded runs it again, as Airflow's clear does for any task; an uncleared
+    run of a done date has nothing to do."""
+    upstream_done_through(edw, "2026-12-29")
+    edw_history = edw.get_conn()
+    edw_history.execute("INSERT INTO edw_job_history VALUES ('edw.0001', '2026-12-28', 'success', '')")
+    edw_history.execute("INSERT INTO edw_job_history VALUES ('edw.0001', '2026-12-29', 'success', '')")
+    edw_history.commit()
+    edw_history.close()
+    done = context("2026-12-29T02:00:00+00:00")
+    assert sensor().poke(done).xcom_value["days"] == []
+    cleared = {**done, "dag_run": SimpleNamespace(run_after=done["dag_run"].run_after, clear_number=1)}
+    plan = sensor().poke(cleared).xcom_value
+    assert plan["days"] == ["2026-12-29"] and plan["rerun"] is True
+
+
 def test_sensor_waits_while_an_upstream_is_behind(edw):
     check = sensor()
     assert check.mode == "reschedule"
