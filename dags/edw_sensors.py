@@ -9,6 +9,10 @@ those waits share one hashcode and one poke per interval, on one shard. The sour
 table ``edw_job_history``), waited on with :class:`JobHistorySensor`.
 
 Markers must be on storage the workers and the sensor shards share (``AIRFLOW_HA_MARKER_DIR``).
+
+The DAGs run Monday to Friday and follow the same business-day calendar as ``edw_dynamic.py`` (the
+catalogue's ``holidays``): on a holiday ``business_day`` short-circuits the run, so no sensor waits
+twelve hours for markers no upstream writes that day.
 """
 
 from __future__ import annotations
@@ -16,15 +20,20 @@ from __future__ import annotations
 import json
 import os
 import socket
+from datetime import date
 from pathlib import Path
 
 import pendulum
 from airflow.sdk import DAG, get_current_context, task
 
+from airflow_ha.edw.business_days import is_business_day
+from airflow_ha.edw.catalogue import ENV_CATALOGUE, load_catalogue
 from airflow_ha.sensors.operators import JobHistorySensor, UpstreamJobSensor
 
 MARKER_DIR = os.environ.get("AIRFLOW_HA_MARKER_DIR", "/opt/airflow/markers")
 MARKERS_OF_DAY = MARKER_DIR.rstrip("/") + "/{{ ds_nodash }}"
+CATALOGUE = os.environ.get(ENV_CATALOGUE) or str(Path(__file__).resolve().parent / "catalogue" / "edw_jobs.yaml")
+HOLIDAYS = load_catalogue(CATALOGUE).holidays  # the EDW calendar, shared with edw_dynamic.py
 
 # job -> (upstream EDW jobs (marker files), upstream source feeds (job-history rows))
 JOBS: dict[str, tuple[list[str], list[str]]] = {
@@ -43,6 +52,12 @@ JOBS: dict[str, tuple[list[str], list[str]]] = {
 
 def dag_id_of(job: str) -> str:
     return "edw_d_" + job.split(".", 1)[1]
+
+
+@task.short_circuit
+def business_day(ds: str | None = None) -> bool:
+    """False on a weekend or a catalogue holiday: the run's sensors and load are skipped, not left waiting."""
+    return is_business_day(date.fromisoformat(ds), HOLIDAYS)
 
 
 @task
@@ -90,5 +105,6 @@ for job, (upstream_jobs, source_feeds) in JOBS.items():
             )
             for feed in source_feeds
         ]
+        business_day() >> waits
         waits >> load(job, MARKERS_OF_DAY)
     globals()[dag.dag_id] = dag

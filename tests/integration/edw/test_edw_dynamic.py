@@ -32,6 +32,7 @@ defaults:
   wait_timeout: 5s
   retries: 0
 holidays: [2026-12-25]
+holidays_through: 2030-12-31  # the fixture's calendar: no other holidays (a real one lists them)
 external_jobs:
   src.ledger: business_day
   src.late: business_day

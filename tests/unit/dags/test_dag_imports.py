@@ -168,6 +168,28 @@ def test_edw_dynamic_builds_one_dag_per_catalogue_job(parsed):
         assert dag["owner"] == job.owner
 
 
+def test_edw_sensor_dags_follow_the_catalogues_holidays(parsed):
+    """The marker DAGs short-circuit on the catalogue's holidays before any sensor waits."""
+    dags = dags_of(parsed, DAGS / "edw_sensors.py")
+    assert len(dags) == 10
+    for dag_id, dag in dags.items():
+        assert "business_day" in dag["tasks"], dag_id
+        firsts = {upstream for upstream, _ in dag["edges"]} - {downstream for _, downstream in dag["edges"]}
+        assert firsts == {"business_day"}, (dag_id, dag["edges"])
+
+
+def test_the_business_day_check_uses_the_catalogue_holidays(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edw_sensors_under_test", DAGS / "edw_sensors.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    check = module.business_day.function
+    assert check(ds="2026-12-24") is True  # Thursday
+    assert check(ds="2026-12-25") is False  # Christmas, in the catalogue's TARGET2 holidays
+    assert check(ds="2026-12-26") is False  # Saturday
+
+
 def test_broken_catalogue_is_an_import_error_naming_file_and_key(parsed):
     bad = parsed["bad_catalogue"]
     assert bad["dags"] == {}
