@@ -12,7 +12,8 @@ Markers must be on storage the workers and the sensor shards share (``AIRFLOW_HA
 
 The DAGs run Monday to Friday and follow the same business-day calendar as ``edw_dynamic.py`` (the
 catalogue's ``holidays``): on a holiday ``business_day`` short-circuits the run, so no sensor waits
-twelve hours for markers no upstream writes that day.
+twelve hours for markers no upstream writes that day. ``marker_volume`` then fails the run at once,
+naming the chart values to set, when no marker volume is mounted.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pendulum
 from airflow.sdk import DAG, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_ha.edw.business_days import is_business_day
 from airflow_ha.edw.catalogue import ENV_CATALOGUE, load_catalogue
@@ -58,6 +60,19 @@ def dag_id_of(job: str) -> str:
 def business_day(ds: str | None = None) -> bool:
     """False on a weekend or a catalogue holiday: the run's sensors and load are skipped, not left waiting."""
     return is_business_day(date.fromisoformat(ds), HOLIDAYS)
+
+
+@task
+def marker_volume() -> str:
+    """Fail at once, saying what to set, when no marker volume is mounted (the chart's ``markers.enabled``
+    is off): the sensors would otherwise wait 12 hours for markers no job can write where they look."""
+    if not os.path.isdir(MARKER_DIR):
+        raise AirflowFailException(
+            f"no marker volume: {MARKER_DIR} (AIRFLOW_HA_MARKER_DIR) does not exist on {socket.gethostname()}; "
+            "set markers.enabled=true with markers.existingClaim (a ReadWriteMany claim every node mounts) or "
+            "markers.hostPath (a path every node shares) in the chart's values"
+        )
+    return MARKER_DIR
 
 
 @task
@@ -105,6 +120,6 @@ for job, (upstream_jobs, source_feeds) in JOBS.items():
             )
             for feed in source_feeds
         ]
-        business_day() >> waits
+        business_day() >> marker_volume() >> waits
         waits >> load(job, MARKERS_OF_DAY)
     globals()[dag.dag_id] = dag

@@ -190,6 +190,23 @@ def test_the_business_day_check_uses_the_catalogue_holidays(monkeypatch):
     assert check(ds="2026-12-26") is False  # Saturday
 
 
+def test_a_missing_marker_volume_fails_the_run_naming_the_values(monkeypatch, tmp_path):
+    import importlib.util
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    def dag_module(marker_dir):
+        monkeypatch.setenv("AIRFLOW_HA_MARKER_DIR", str(marker_dir))
+        spec = importlib.util.spec_from_file_location("edw_sensors_markers", DAGS / "edw_sensors.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    assert dag_module(tmp_path).marker_volume.function() == str(tmp_path)
+    with pytest.raises(AirflowFailException, match=r"no marker volume: .*/absent .*markers\.enabled=true"):
+        dag_module(tmp_path / "absent").marker_volume.function()
+
+
 def test_broken_catalogue_is_an_import_error_naming_file_and_key(parsed):
     bad = parsed["bad_catalogue"]
     assert bad["dags"] == {}
