@@ -214,3 +214,18 @@ def test_broken_catalogue_is_an_import_error_naming_file_and_key(parsed):
     assert path == os.path.realpath(DAGS / "edw_dynamic.py")
     assert "CatalogueError" in error
     assert f"{parsed['broken_path']}: jobs[1].tasks[1].sql: missing (line 13)" in error, error
+
+
+def test_the_demo_dags_share_one_sensor(parsed):
+    """The seed's demo: three DAGs, one target, so one hashcode: one row and one poke per interval."""
+    import importlib.util
+
+    dags = dags_of(parsed, DAGS / "smart_sensor_demo.py")
+    assert sorted(dags) == ["smart_sensor_demo_a", "smart_sensor_demo_b", "smart_sensor_demo_c"]
+    spec = importlib.util.spec_from_file_location("smart_sensor_demo_under_test", DAGS / "smart_sensor_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    contexts = [getattr(module, d).get_task("wait_demo_ready").poke_context() for d in module.DEMO_DAGS]
+    assert len({code for _, _, code in contexts}) == 1, contexts
+    kind, target, _ = contexts[0]
+    assert kind == "file" and target == {"path": f"{module.DEMO_DIR}/demo.ready.job"}
