@@ -110,6 +110,9 @@ class SmartSensor(BaseSensorOperator):
                 deadline=time.time() + wait_seconds,
                 description=description,
                 deferred_at=time.time(),
+                # Airflow 3.3 runs no on_success_callback for a task the triggerer ends (TaskSuccessEvent):
+                # with one, the task resumes on a worker to succeed there, and the callback runs
+                resume_on_success=bool(self.on_success_callback),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=wait_seconds) + DEFER_GRACE,
@@ -126,6 +129,9 @@ class SmartSensor(BaseSensorOperator):
         if event == "success":
             return  # TaskSuccessEvent's payload, seen only where the task resumes anyway (``dag.test()``)
         event = event if isinstance(event, dict) else {"payload": event}
+        if event.get("status") == "success":  # resumed to succeed here, so that on_success_callback runs
+            self.log.info("%s is ready: %s", event.get("description"), event.get("detail"))
+            return
         if event.get("status") == "timeout":
             seconds, limit = self._wait_limit()
             message = f"{event.get('description')} not ready after {seconds:.0f} s; last poke: {event.get('last_poke')}"

@@ -3,7 +3,9 @@
 It waits on the process's :class:`~airflow_ha.sensors.hub.PokeHub` (shared with every other waiter on
 the same hashcode) and then either
 
-* yields ``TaskSuccessEvent``: the triggerer marks the task successful, no worker round trip; or
+* yields ``TaskSuccessEvent``: the triggerer marks the task successful, no worker round trip (a task with
+  an ``on_success_callback`` instead resumes on a worker to succeed there: Airflow 3.3 runs no success
+  callback for a task the triggerer ends); or
 * at its deadline yields ``{"status": "timeout", ...}``: the task resumes on a worker only to raise
   ``AirflowSensorTimeout`` naming the target and the last poke result (``soft_fail`` turns that into a
   skip, as for any Airflow sensor); or
@@ -39,6 +41,7 @@ class SmartSensorTrigger(BaseTrigger):
         deadline: float,
         description: str,
         deferred_at: float | None = None,  # absent from the rows of sensors deferred by older versions
+        resume_on_success: bool = False,  # the task has an on_success_callback: succeed on a worker
     ) -> None:
         super().__init__()
         self.kind = kind
@@ -49,6 +52,7 @@ class SmartSensorTrigger(BaseTrigger):
         self.deadline = float(deadline)
         self.description = description
         self.deferred_at = None if deferred_at is None else float(deferred_at)
+        self.resume_on_success = bool(resume_on_success)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -62,6 +66,7 @@ class SmartSensorTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "description": self.description,
                 "deferred_at": self.deferred_at,
+                "resume_on_success": self.resume_on_success,
             },
         )
 
@@ -72,7 +77,11 @@ class SmartSensorTrigger(BaseTrigger):
         result = waited.result
         if result.ready:
             self.log.info("%s is ready: %s", self.description, result.detail)
-            outcome, event = "success", TaskSuccessEvent()
+            outcome = "success"
+            if self.resume_on_success:  # Airflow runs no success callback for a task ended here
+                event = TriggerEvent({"status": "success", "description": self.description, "detail": result.detail})
+            else:
+                event = TaskSuccessEvent()
         elif result.permanent:  # waiting cannot help: the task fails now, with the cause
             self.log.error("%s cannot be poked: %s", self.description, result.detail)
             outcome = "failed"

@@ -172,7 +172,8 @@ def test_timeout_names_the_target_and_soft_fail_skips(fleet):
 def test_a_sensor_that_can_never_succeed_fails_at_once_with_the_cause(fleet):
     """A marker directory that is a file, a connection id nobody defined: the shard says so at its first
     poke and the task fails then, with the cause in its log, instead of waiting out its hour. The DAG's
-    callbacks run for those failures and for a sensor that ended in the shard (TaskSuccessEvent)."""
+    callbacks run for those failures and for a smart sensor that succeeded (it has an on_success_callback,
+    so it succeeds on a worker: Airflow 3.3 runs none for a task the triggerer ends)."""
     backend, markers = fleet
     (Path(markers) / "not-a-directory").write_text("a file where the day's directory should be")
     (Path(markers) / "edw.ready.job").touch()

@@ -102,6 +102,17 @@ def test_a_shorter_execution_timeout_bounds_the_wait_and_keeps_the_last_poke(que
         longer.execute_complete(context={}, event=event)
 
 
+def test_a_sensor_with_a_success_callback_asks_to_resume_and_succeeds_on_the_worker(queues_enabled):
+    plain = UpstreamJobSensor(task_id="w", job="edw.0001", marker_dir="/m")
+    noted = UpstreamJobSensor(task_id="n", job="edw.0001", marker_dir="/m", on_success_callback=lambda context: None)
+    for sensor, resumes in ((plain, False), (noted, True)):
+        with pytest.raises(TaskDeferred) as deferred:
+            sensor.execute(context={})
+        assert deferred.value.trigger.serialize()[1]["resume_on_success"] is resumes
+    event = {"status": "success", "description": "file /m/edw.0001.job", "detail": "found /m/edw.0001.job"}
+    assert noted.execute_complete(context={}, event=event) is None  # succeeds: Airflow then runs the callback
+
+
 def test_error_event_fails_the_task_with_the_cause_and_is_not_a_timeout():
     sensor = JobHistorySensor(task_id="w", job="src.crm", business_date="2026-11-24", conn_id="edw_db")
     event = {"status": "error", "description": "job src.crm on 2026-11-24", "error": "table does not exist"}

@@ -103,3 +103,15 @@ def test_a_finished_sensor_is_recorded_with_its_task_outcome_and_wait(tmp_path, 
     )
     assert done.pokes == 1 and 30 <= done.waited_seconds < 60 and done.detail.startswith("found ")
     assert done.hashcode == trigger.hashcode and done.description == trigger.description
+
+
+def test_a_task_with_a_success_callback_resumes_on_a_worker_to_succeed(tmp_path):
+    """Airflow 3.3 runs no on_success_callback for a task the triggerer ends (seen in the integration test:
+    the failure callbacks ran, the success callback of a sensor ended by TaskSuccessEvent did not)."""
+    (tmp_path / "edw.0007.job").touch()
+    trigger = _trigger(str(tmp_path / "edw.0007.job"), 60)
+    trigger.resume_on_success = True
+    event = asyncio.run(_first_event(trigger))
+    assert not isinstance(event, TaskSuccessEvent)
+    assert event.payload["status"] == "success" and event.payload["detail"].startswith("found ")
+    assert SmartSensorTrigger(**trigger.serialize()[1]).resume_on_success is True

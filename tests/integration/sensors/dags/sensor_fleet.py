@@ -85,5 +85,5 @@ with DAG(
     JobHistorySensor(
         task_id="no_such_connection", job="src.crm", business_date="2026-11-24", conn_id="no_such_conn", timeout=3600
     )
-    # ends in the shard (TaskSuccessEvent, no worker round trip): Airflow still runs its success callback
+    # with an on_success_callback it resumes on a worker to succeed (Airflow 3.3 runs none for TaskSuccessEvent)
     UpstreamJobSensor(task_id="ready_at_once", job="edw.ready", marker_dir=MARKER_DIR, poke_interval=2, timeout=3600)
