@@ -44,15 +44,14 @@ def business_day_on_or_before(day: date, holidays: Collection[date] = ()) -> dat
     return day if is_business_day(day, holidays) else previous_business_day(day, holidays)
 
 
+def days_between(first: date, last: date) -> list[date]:
+    """Every date from ``first`` to ``last``, both included (empty when ``first > last``)."""
+    return [first + ONE_DAY * n for n in range((last - first).days + 1)]
+
+
 def business_days_between(first: date, last: date, holidays: Collection[date] = ()) -> list[date]:
     """Every business day from ``first`` to ``last``, both included (empty when ``first > last``)."""
-    days = []
-    day = first
-    while day <= last:
-        if is_business_day(day, holidays):
-            days.append(day)
-        day += ONE_DAY
-    return days
+    return [day for day in days_between(first, last) if is_business_day(day, holidays)]
 
 
 def missed_business_days(last_success: date | None, up_to: date, holidays: Collection[date] = ()) -> list[date]:

@@ -25,6 +25,7 @@ from typing import Any
 from airflow_ha.edw.business_days import (
     ONE_DAY,
     business_day_on_or_before,
+    days_between,
     is_business_day,
     missed_business_days,
     previous_business_day,
@@ -47,15 +48,11 @@ class Wait:
 
     job: str
     done_through: date | None  # its newest success
-    needed: date  # the newest date it has not finished
-    missing: tuple[date, ...] = ()  # every date it has not finished, oldest first (when more than ``needed``)
+    missing: tuple[date, ...]  # every date it has not finished that the plan needs, oldest first
 
     def __str__(self) -> str:
         done = f"done through {self.done_through}" if self.done_through else "never succeeded"
-        gaps = [day for day in self.missing if day != self.needed]
-        if gaps:
-            return f"{self.job} ({done}, needs {', '.join(str(d) for d in (*gaps, self.needed))})"
-        return f"{self.job} ({done}, needs {self.needed})"
+        return f"{self.job} ({done}, needs {', '.join(str(day) for day in self.missing)})"
 
 
 @dataclass(frozen=True)
@@ -68,11 +65,7 @@ class JobHistory:
     @classmethod
     def through(cls, latest: date, since: date | None = None) -> JobHistory:
         """A job that finished every date from ``since`` (default: ``latest``) to ``latest``."""
-        days, day = set(), since or latest
-        while day <= latest:
-            days.add(day)
-            day += ONE_DAY
-        return cls(latest, frozenset(days))
+        return cls(latest, frozenset(days_between(since or latest, latest)))
 
 
 @dataclass(frozen=True)
@@ -165,11 +158,6 @@ def _query(hook: Any, sql: str, parameters: Mapping[str, Any]) -> list[tuple]:
         conn.close()
 
 
-def fetch_watermarks(hook: Any, table: str, jobs: Iterable[str]) -> dict[str, date]:
-    """Each job's newest successful business date, in ONE query; jobs that never succeeded are absent."""
-    return {name: h.latest for name, h in fetch_history(hook, table, jobs).items() if h.latest is not None}
-
-
 def fetch_history(hook: Any, table: str, jobs: Iterable[str], since: date | None = None) -> dict[str, JobHistory]:
     """Each job's newest success and its successful dates from ``since`` on, in ONE query; jobs that never
     succeeded are absent. Without ``since`` only the newest success is read."""
@@ -204,13 +192,7 @@ def history_window(job: Job, business_date: date) -> date:
 def missed_days(last_success: date | None, up_to: date) -> list[date]:
     """A daily job's dates to run, oldest first: every date after ``last_success`` up to ``up_to`` (the
     first run of a job with no history: ``up_to`` alone)."""
-    if last_success is None:
-        return [up_to]
-    days, day = [], last_success + ONE_DAY
-    while day <= up_to:
-        days.append(day)
-        day += ONE_DAY
-    return days
+    return [up_to] if last_success is None else days_between(last_success + ONE_DAY, up_to)
 
 
 def upstream_date_needed(catalogue: Catalogue, upstream: str, day: date) -> date:
@@ -262,7 +244,7 @@ def plan_job(
         needed = sorted({upstream_date_needed(catalogue, upstream, day) for day in days})
         missing = tuple(day for day in needed if day not in have.done)
         if missing:
-            waiting.append(Wait(upstream, have.latest, missing[-1], missing))
+            waiting.append(Wait(upstream, have.latest, missing))
     return Plan(
         job=job.name,
         business_date=business_date,

@@ -127,15 +127,13 @@ def _print_finished(finished) -> None:
     print(f"\nfinished in the last {history_days()} day(s): {len(finished)}")
     if not finished:
         return
-    print(
-        f"{'finished (UTC)':<19}  {'outcome':<7}  {'waited':>8}  {'pokes':>5}  {'shard':<8}  task / target / last poke"
-    )
+    columns = f"{'finished (UTC)':<19}  {'outcome':<7}  {'waited':>8}  {'pokes':>5}  {'shard':<8}"
+    print(f"{columns}  task, then target: last poke")
     for f in finished:
         at = datetime.fromtimestamp(f.finished_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
         waited = "-" if f.waited_seconds is None else f"{f.waited_seconds:.0f}s"
-        print(
-            f"{at:<19}  {f.outcome:<7}  {waited:>8}  {f.pokes:>5}  {f.shard:<8}  {f.dag_id}.{f.task_id} run={f.run_id}"
-        )
+        task = f"{f.dag_id}.{f.task_id} run={f.run_id}" + (f" map={f.map_index}" if f.map_index >= 0 else "")
+        print(f"{at:<19}  {f.outcome:<7}  {waited:>8}  {f.pokes:>5}  {f.shard:<8}  {task}")
         print(f"{'':>21}{f.description}: {f.detail}")
 
 

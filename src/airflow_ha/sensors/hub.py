@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -75,9 +76,10 @@ class Entry:
     def interval(self) -> float:
         return max(MIN_INTERVAL, min(self.intervals))
 
-    @property
+    @functools.cached_property
     def group(self) -> tuple[str, Hashable]:
-        """The batch this entry is poked in: one ``poke_batch`` call per group."""
+        """The batch this entry is poked in: one ``poke_batch`` call per group (the target never changes, and
+        the loop asks on every turn for every entry)."""
         return self.poker.kind, self.poker.batch_key(self.target)
 
 
@@ -190,17 +192,14 @@ class PokeHub:
                 await asyncio.wait_for(self._wake.wait(), timeout=sleep)
         await self._flush_status()
 
-    def start_pokes(self, due: list[Entry]) -> list[asyncio.Task]:
+    def start_pokes(self, due: list[Entry]) -> None:
         """Start one poke per group of the due entries (one ``poke_batch`` call each), each on its own."""
         groups: dict[tuple[str, Hashable], list[Entry]] = defaultdict(list)
         for entry in due:
             groups[entry.group].append(entry)
         loop = asyncio.get_running_loop()
-        tasks = []
         for group, entries in groups.items():
-            task = self._inflight[group] = loop.create_task(self._poke_group(group, entries))
-            tasks.append(task)
-        return tasks
+            self._inflight[group] = loop.create_task(self._poke_group(group, entries))
 
     async def _poke_group(self, group: tuple[str, Hashable], entries: list[Entry]) -> None:
         kind = group[0]

@@ -19,7 +19,7 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, Query
 from fastapi.responses import HTMLResponse
 
-from airflow_ha.sensors.listing import finished_sensors
+from airflow_ha.sensors.listing import finished_sensors, status_store_or_none, waiting_sensors
 from airflow_ha.settings import history_days
 
 URL_PREFIX = "/airflow-ha"
@@ -29,18 +29,10 @@ FINISHED_ON_PAGE = 200  # newest finished sensors shown under the waiting ones (
 
 
 def _groups(session, dag_id: str | None, store):
-    from airflow_ha.sensors.listing import waiting_sensors
-
     groups = waiting_sensors(session, store)
     if dag_id:
         groups = [g for g in groups if any(w.dag_id == dag_id for w in g.waiters)]
     return groups
-
-
-def _store():
-    from airflow_ha.sensors.listing import status_store_or_none
-
-    return status_store_or_none()
 
 
 def _age(seconds: float) -> str:
@@ -159,7 +151,7 @@ def create_app() -> FastAPI:
         dag_id: Annotated[str | None, Query()] = None,
         include_finished: Annotated[bool, Query(alias="all")] = False,
     ) -> list[dict] | dict[str, list[dict]]:
-        store = _store()
+        store = status_store_or_none()
         waiting = [g.as_dict() for g in _groups(session, dag_id, store)]
         if not include_finished:
             return waiting
@@ -169,7 +161,7 @@ def create_app() -> FastAPI:
     def sensors_page(
         session: SessionDep, dag_id: Annotated[str | None, Query()] = None, page: Annotated[int, Query(ge=1)] = 1
     ) -> str:
-        store = _store()
+        store = status_store_or_none()
         finished = finished_sensors(store, dag_id, FINISHED_ON_PAGE)
         return render_page(_groups(session, dag_id, store), finished, page=page, dag_id=dag_id)
 

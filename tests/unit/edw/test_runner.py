@@ -14,7 +14,6 @@ from airflow_ha.edw.runner import (
     Wait,
     bind,
     fetch_history,
-    fetch_watermarks,
     paramstyle_of,
     plan_job,
     run_days,
@@ -125,7 +124,8 @@ def test_watermarks_of_the_job_and_its_upstreams_in_one_query(hook):
         ("src.ledger", "2026-12-29", "success"),
         ("src.other", "2026-12-30", "success"),  # not asked for
     )
-    watermarks = fetch_watermarks(hook, "edw_job_history", ["edw.load", "src.ledger", "src.fx"])
+    found = fetch_history(hook, "edw_job_history", ["edw.load", "src.ledger", "src.fx"])
+    watermarks = {job: h.latest for job, h in found.items()}
     assert watermarks == {"edw.load": D("2026-12-24"), "src.ledger": D("2026-12-29")}
     assert [s for s in hook.statements if s.lstrip().upper().startswith("SELECT")] == [
         "SELECT job_name, MAX(business_date), 1 FROM edw_job_history WHERE status = 'success' "
@@ -170,8 +170,8 @@ def test_upstreams_must_reach_the_newest_planned_day():
     plan = plan_job(CATALOGUE, LOAD, D("2026-12-29"), watermarks)
     assert plan.days == (D("2026-12-28"), D("2026-12-29"))
     assert plan.waiting_on == (
-        Wait("src.ledger", D("2026-12-28"), D("2026-12-29"), (D("2026-12-29"),)),
-        Wait("src.fx", None, D("2026-12-29"), (D("2026-12-28"), D("2026-12-29"))),
+        Wait("src.ledger", D("2026-12-28"), (D("2026-12-29"),)),
+        Wait("src.fx", None, (D("2026-12-28"), D("2026-12-29"))),
     )
     assert (
         "waiting on src.ledger (done through 2026-12-28, needs 2026-12-29); src.fx (never succeeded" in plan.describe()
@@ -187,7 +187,7 @@ def test_daily_job_on_a_saturday_needs_the_business_day_upstream_through_friday(
     # On Monday it catches up Saturday to Monday, and the business-day upstream must have done Monday.
     plan = plan_job(CATALOGUE, SNAPSHOT, D("2026-12-21"), {**watermarks, **done_through({"src.fx": "2026-12-21"})})
     assert plan.days == (D("2026-12-19"), D("2026-12-20"), D("2026-12-21"))
-    assert plan.waiting_on == (Wait("edw.load", D("2026-12-18"), D("2026-12-21"), (D("2026-12-21"),)),)
+    assert plan.waiting_on == (Wait("edw.load", D("2026-12-18"), (D("2026-12-21"),)),)
 
 
 def test_a_gap_in_an_upstreams_history_holds_back_the_date_it_left_out():
@@ -199,7 +199,7 @@ def test_a_gap_in_an_upstreams_history_holds_back_the_date_it_left_out():
     history = {**done_through({"edw.load": "2026-12-22", "src.fx": "2026-12-29"}), "src.ledger": ledger}
     plan = plan_job(CATALOGUE, LOAD, D("2026-12-29"), history)
     assert plan.days == (D("2026-12-23"), D("2026-12-24"), D("2026-12-28"), D("2026-12-29"))
-    assert plan.waiting_on == (Wait("src.ledger", D("2026-12-29"), D("2026-12-23"), (D("2026-12-23"),)),)
+    assert plan.waiting_on == (Wait("src.ledger", D("2026-12-29"), (D("2026-12-23"),)),)
     assert "src.ledger (done through 2026-12-29, needs 2026-12-23)" in plan.describe()
     # once the upstream's 23rd is there (a rerun of it), edw.load is ready for all four
     fixed = {**history, "src.ledger": JobHistory(D("2026-12-29"), ledger.done | {D("2026-12-23")})}
