@@ -30,6 +30,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_ha.edw.business_days import is_business_day
 from airflow_ha.edw.catalogue import ENV_CATALOGUE, load_catalogue
+from airflow_ha.sensors.markers import MarkerNotWritable, write_marker
 from airflow_ha.sensors.operators import JobHistorySensor, UpstreamJobSensor
 
 MARKER_DIR = os.environ.get("AIRFLOW_HA_MARKER_DIR", "/opt/airflow/markers")
@@ -79,13 +80,11 @@ def marker_volume() -> str:
 def load(job: str, marker_dir: str) -> str:
     """The job's own work (a stand-in for its SQL), then its marker for the jobs downstream."""
     context = get_current_context()
-    directory = Path(marker_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    marker = directory / f"{job}.job"
-    partial = directory / f".{job}.job.{os.getpid()}"
-    partial.write_text(json.dumps({"job": job, "run_id": context["run_id"], "host": socket.gethostname()}) + "\n")
-    partial.rename(marker)  # atomic: a sensor never sees a half-written marker
-    return str(marker)
+    content = json.dumps({"job": job, "run_id": context["run_id"], "host": socket.gethostname()}) + "\n"
+    try:
+        return str(write_marker(marker_dir, job, content))
+    except MarkerNotWritable as exc:
+        raise AirflowFailException(str(exc)) from exc  # a retry cannot change the directory's permissions
 
 
 for job, (upstream_jobs, source_feeds) in JOBS.items():

@@ -235,6 +235,41 @@ imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
 {{- end }}
 {{- end }}
 
+{{/* Init container of the workers (they write markers): the marker root owned by the Airflow uid, mode
+     2775, with a default ACL giving that uid and group rwx, so a day directory anyone creates below it (a
+     person as root on the node, an upstream system) stays writable for every job. Root with CAP_CHOWN and
+     CAP_FOWNER only; a step the volume refuses (no ACLs, root-squashed NFS) is logged, not fatal: the job
+     writing into an unwritable directory then fails with the cause (src/airflow_ha/sensors/markers.py). */}}
+{{- define "airflow-ha.markersPermissionsInit" -}}
+{{- if and .Values.markers.enabled .Values.markers.setPermissions }}
+{{- $uid := int .Values.airflowPodSecurityContext.runAsUser }}
+{{- $gid := int (default 0 .Values.airflowPodSecurityContext.runAsGroup) }}
+- name: markers-permissions
+  {{- include "airflow-ha.airflowImage" . | nindent 2 }}
+  command: ["sh", "-c"]
+  args:
+    - |
+      dir={{ .Values.markers.mountPath | quote }}
+      chown {{ $uid }}:{{ $gid }} "$dir" && chmod 2775 "$dir" || echo "markers-permissions: could not chown/chmod $dir" >&2
+      setfacl -m u:{{ $uid }}:rwx,g:{{ $gid }}:rwx,d:u:{{ $uid }}:rwx,d:g:{{ $gid }}:rwx "$dir" \
+        || echo "markers-permissions: no default ACL on $dir: directories created there by root or another uid are not writable for Airflow" >&2
+      getfacl -p "$dir" 2>/dev/null || ls -ld "$dir"
+  volumeMounts:
+    - name: markers
+      mountPath: {{ .Values.markers.mountPath }}
+  securityContext:
+    runAsUser: 0
+    runAsGroup: 0
+    runAsNonRoot: false
+    allowPrivilegeEscalation: false
+    capabilities:
+      drop: [ALL]
+      add: [CHOWN, FOWNER]
+  resources:
+    {{- toYaml .Values.waitForMigrations.resources | nindent 4 }}
+{{- end }}
+{{- end }}
+
 {{/* Init container copying the admin passwords file from the Secret into the writable auth volume. */}}
 {{- define "airflow-ha.authFileInit" -}}
 - name: auth-file
@@ -332,6 +367,9 @@ dnsConfig:
     - {{ printf "%s.%s.svc.cluster.local" (include "airflow-ha.worker.fullname" .root) .root.Release.Namespace }}
 {{- include "airflow-ha.scheduling" . }}
 initContainers:
+  {{- if eq .component "worker" }}
+  {{- include "airflow-ha.markersPermissionsInit" .root | nindent 2 }}
+  {{- end }}
   {{- include "airflow-ha.authFileInit" .root | nindent 2 }}
   {{- if .root.Values.waitForMigrations.enabled }}
   {{- include "airflow-ha.waitForMigrations" .root | trim | nindent 2 }}

@@ -83,6 +83,7 @@ def test_env_on_every_airflow_container(render, values_file):
                 "reconciler",
                 "auth-file",
                 "agent",
+                "markers-permissions",  # chown/setfacl only: runs no Airflow code
             ):
                 continue
             env = env_of(c)
@@ -171,6 +172,35 @@ def test_markers_volume_is_shared_by_every_airflow_pod(default, render):
         assert claim_volumes["markers"]["persistentVolumeClaim"] == {"claimName": "markers-rwx"}
         mounts = {m["name"]: m["mountPath"] for m in pod(claim, kind, name)["containers"][0]["volumeMounts"]}
         assert mounts["markers"] == "/opt/airflow/markers"
+
+
+def test_workers_make_the_marker_root_writable_for_every_job(default, render):
+    """Only the workers (they write markers) run the root init container, with two capabilities, and only
+    with a marker volume; it gives the root the Airflow uid, mode 2775 and a default ACL."""
+    on_host = render(None, "markers.enabled=true", "markers.hostPath=/srv/markers")
+    off = render(None, "markers.enabled=true", "markers.hostPath=/srv/markers", "markers.setPermissions=false")
+    for (kind, name), component in AIRFLOW_WORKLOADS.items():
+        inits = {c["name"]: c for c in pod(on_host, kind, name)["initContainers"]}
+        assert ("markers-permissions" in inits) == (component == "worker"), name
+        assert "markers-permissions" not in {c["name"] for c in pod(default, kind, name)["initContainers"]}
+        assert "markers-permissions" not in {c["name"] for c in pod(off, kind, name)["initContainers"]}
+    init = next(
+        c for c in pod(on_host, "StatefulSet", f"{R}-worker")["initContainers"] if c["name"] == "markers-permissions"
+    )
+    assert init["securityContext"]["runAsUser"] == 0
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]}
+    assert init["securityContext"]["allowPrivilegeEscalation"] is False
+    assert init["volumeMounts"] == [{"name": "markers", "mountPath": "/opt/airflow/markers"}]
+    script = init["args"][0]
+    assert 'chown 50000:0 "$dir" && chmod 2775 "$dir"' in script
+    assert 'setfacl -m u:50000:rwx,g:0:rwx,d:u:50000:rwx,d:g:0:rwx "$dir"' in script
+    custom = render(
+        None, "markers.enabled=true", "markers.existingClaim=rwx", "airflowPodSecurityContext.runAsUser=1234"
+    )
+    init = next(
+        c for c in pod(custom, "StatefulSet", f"{R}-worker")["initContainers"] if c["name"] == "markers-permissions"
+    )
+    assert "chown 1234:0" in init["args"][0] and "d:u:1234:rwx" in init["args"][0]
 
 
 def test_metadata_db_is_offered_as_an_airflow_connection_uri(default, render):

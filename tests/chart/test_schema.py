@@ -17,6 +17,7 @@ pytestmark = pytest.mark.chart
         (["apiServer.replicas=-1"], "at '/apiServer/replicas'"),
         (["broker.type=redis"], "at '/broker/type': value must be 'rediscluster'"),
         (["sensorShards.count=0"], "at '/sensorShards/count': minimum: got 0, want 1"),
+        (["sensorShards.capacity=0"], "at '/sensorShards/capacity': minimum: got 0, want 1"),
         (["sensorShards.replicasPerGroup=0"], "at '/sensorShards/replicasPerGroup': minimum: got 0, want 1"),
         (["sensorShards.nodeLossTolerationSeconds=-5"], "at '/sensorShards/nodeLossTolerationSeconds': minimum"),
         (["sensorShards.nodeLossTolerationSeconds=soon"], "at '/sensorShards/nodeLossTolerationSeconds'"),

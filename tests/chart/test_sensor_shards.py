@@ -33,6 +33,8 @@ def test_sensor_shard_groups_are_deployments_of_two_spread_pods(default):
         assert env["AIRFLOW_HA_SENSOR_SHARDS"]["value"] == "2"
         assert env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"]["value"] == "8794"
         assert env["AIRFLOW_HA_SENSOR_POKE_TIMEOUT"]["value"] == "30"  # read by the poke hub (settings.poke_timeout)
+        # one pod holds its whole group when its partner is lost: not Airflow's 1,000-trigger default
+        assert env["AIRFLOW__TRIGGERER__CAPACITY"]["value"] == "10000"
         assert ports(c) == {8794}
         preferred = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
         term = preferred[0]["podAffinityTerm"]
@@ -58,6 +60,7 @@ def test_sensor_shard_group_values(render):
         "sensorShards.logServerPort=9000",
         "sensorShards.pokeTimeoutSeconds=120",
         "sensorShards.historyDays=30",
+        "sensorShards.capacity=25000",
     )
     groups = shard_groups(rendered)
     assert sorted(groups) == [0, 1, 2]
@@ -69,6 +72,7 @@ def test_sensor_shard_group_values(render):
         assert node_loss_tolerations(spec) == {(key, 5) for key in NODE_LOSS}
         assert ports(container(spec, "sensor-shard")) == {9000}
         assert env_of(container(spec, "sensor-shard"))["AIRFLOW_HA_SENSOR_POKE_TIMEOUT"]["value"] == "120"
+        assert env_of(container(spec, "sensor-shard"))["AIRFLOW__TRIGGERER__CAPACITY"]["value"] == "25000"
     env = env_of(pod(rendered, "Deployment", f"{R}-scheduler")["containers"][0])
     assert env["AIRFLOW_HA_SENSOR_SHARDS"]["value"] == "3"  # groups, not pods
     for name in (f"{R}-api-server", f"{R}-sensor-shard-0"):  # the page reads the history, the shards trim it
