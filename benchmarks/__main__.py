@@ -1,4 +1,5 @@
-"""``python -m benchmarks [name ...]``: run every benchmark module in this package (or the named ones).
+"""``python -m benchmarks [name ...] [options]``: run every benchmark module in this package (or the named
+ones); everything from the first option on goes to each module (``sensor_scale --sensors 1000``).
 
 A benchmark module defines ``main(argv) -> int`` and prints its own table; nothing here asserts a time.
 """
@@ -19,7 +20,12 @@ def discover() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    names = [a for a in argv if not a.startswith("-")] or discover()
+    first_option = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    names, options = argv[:first_option] or discover(), argv[first_option:]
+    unknown = sorted(set(names) - set(discover()))
+    if unknown:
+        print(f"no benchmark named {', '.join(unknown)}; there are: {', '.join(discover())}", file=sys.stderr)
+        return 2
     status = 0
     for name in names:
         module = importlib.import_module(f"benchmarks.{name}")
@@ -27,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"=== benchmark {name} ===", flush=True)
         started = time.monotonic()
-        rc = int(module.main([a for a in argv if a.startswith("-")]) or 0)
+        rc = int(module.main(options) or 0)
         print(f"=== {name}: exit {rc} in {time.monotonic() - started:.0f}s ===", flush=True)
         status = status or rc
     return status

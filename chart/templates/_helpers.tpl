@@ -23,6 +23,9 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 app.kubernetes.io/component: {{ .component }}
 component: {{ .component }}
 {{- end }}
+{{- with .root.Values.labels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Selector labels (immutable). Call with (dict "root" $ "component" "scheduler"). */}}
@@ -209,6 +212,9 @@ imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
 - name: markers
   mountPath: {{ .Values.markers.mountPath }}
 {{- end }}
+{{- with .Values.volumeMounts }}
+{{ tpl (toYaml .) $ }}
+{{- end }}
 {{- end }}
 
 {{/* Volumes of every Airflow pod. */}}
@@ -232,6 +238,9 @@ imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
     path: {{ .Values.markers.hostPath }}
     type: DirectoryOrCreate
   {{- end }}
+{{- end }}
+{{- with .Values.volumes }}
+{{ tpl (toYaml .) $ }}
 {{- end }}
 {{- end }}
 
@@ -344,6 +353,13 @@ tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- include "airflow-ha.affinity" (dict "root" .root "component" .component "mode" (default "none" .values.podAntiAffinity) "affinity" .values.affinity) }}
+{{- with .values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- tpl (toYaml .) $.root | nindent 2 }}
+{{- end }}
+{{- with (default .root.Values.priorityClassName .values.priorityClassName) }}
+priorityClassName: {{ . | quote }}
+{{- end }}
 {{- with .root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
@@ -374,8 +390,21 @@ initContainers:
   {{- if .root.Values.waitForMigrations.enabled }}
   {{- include "airflow-ha.waitForMigrations" .root | trim | nindent 2 }}
   {{- end }}
+  {{- with .values.extraInitContainers }}
+  {{- tpl (toYaml .) $.root | nindent 2 }}
+  {{- end }}
 volumes:
   {{- include "airflow-ha.airflowVolumes" .root | nindent 2 }}
+  {{- with .values.extraVolumes }}
+  {{- tpl (toYaml .) $.root | nindent 2 }}
+  {{- end }}
+{{- end }}
+
+{{/* The component's extraContainers, after its main container: (dict "root" $ "values" COMPONENT_VALUES) */}}
+{{- define "airflow-ha.extraContainers" -}}
+{{- with .values.extraContainers }}
+{{- tpl (toYaml .) $.root }}
+{{- end }}
 {{- end }}
 
 {{/* Container fields shared by Airflow containers (image, env, mounts, security, resources):
@@ -387,8 +416,15 @@ env:
   {{- with .extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+{{- with .root.Values.envFrom }}
+envFrom:
+  {{- tpl (toYaml .) $.root | nindent 2 }}
+{{- end }}
 volumeMounts:
   {{- include "airflow-ha.airflowVolumeMounts" .root | nindent 2 }}
+  {{- with .values.extraVolumeMounts }}
+  {{- tpl (toYaml .) $.root | nindent 2 }}
+  {{- end }}
 securityContext:
   {{- toYaml .root.Values.containerSecurityContext | nindent 2 }}
 resources:
