@@ -22,6 +22,9 @@ def test_every_pod_runs_as_non_root(render, values_file):
         assert sc.get("runAsUser") in (50000, 999), name
         for c in spec.get("initContainers", []) + spec["containers"]:
             assert c["securityContext"]["allowPrivilegeEscalation"] is False, f"{name}/{c['name']}"
+            if c["securityContext"].get("runAsUser") == 0:  # only the marker root's chown/setfacl, 2 capabilities
+                assert c["name"] == "markers-permissions", f"{name}/{c['name']}"
+                assert c["securityContext"]["capabilities"]["add"] == ["CHOWN", "FOWNER"]
     assert pod(render(values_file), "Deployment", f"{R}-scheduler")["securityContext"]["fsGroup"] == 0
     assert pod(render(values_file), "StatefulSet", f"{R}-redis")["securityContext"]["runAsUser"] == 999
 
