@@ -93,8 +93,8 @@ component: {{ .component }}
 {{- $query = append $query (printf "%s=%s" $k ($text | urlquery)) -}}
 {{- end -}}
 {{- end -}}
-{{- /* the password URL-encoded (%20, not +, for a space: userinfo is not a query) */ -}}
-{{- printf "rediscluster://:%s@%s" (.password | urlquery | replace "+" "%20") (join "," $seeds) -}}
+{{- /* .password: already URL-encoded by the caller (or a $(VAR) the kubelet expands) */ -}}
+{{- printf "rediscluster://:%s@%s" .password (join "," $seeds) -}}
 {{- with $query }}?{{ join "&" . }}{{ end -}}
 {{- end }}
 
@@ -110,6 +110,68 @@ component: {{ .component }}
 {{- end }}
 {{- define "airflow-ha.db.name" -}}
 {{- if .Values.database.external.enabled -}}{{ .Values.database.external.database }}{{- else -}}{{ .Values.database.name }}{{- end -}}
+{{- end }}
+
+{{/* Every secret the release uses: values key under `secrets` -> (generated Secret, its key). A secret whose
+     `existingSecret` is set is read from that Secret (its `key`) and never generated or looked up. */}}
+{{- define "airflow-ha.secretTable" -}}
+fernetKey: [{{ include "airflow-ha.secret.fernet" . }}, fernet-key]
+jwtSecret: [{{ include "airflow-ha.secret.api" . }}, jwt-secret]
+apiSecretKey: [{{ include "airflow-ha.secret.api" . }}, api-secret-key]
+adminPasswords: [{{ include "airflow-ha.secret.admin" . }}, passwords.json]
+redisPassword: [{{ include "airflow-ha.secret.redis" . }}, password]
+mysqlPassword: [{{ include "airflow-ha.secret.mysql" . }}, mysql-password]
+mysqlRootPassword: [{{ include "airflow-ha.secret.mysql" . }}, mysql-root-password]
+mysqlRecoveryPassword: [{{ include "airflow-ha.secret.mysql" . }}, mysql-recovery-password]
+{{- end }}
+
+{{/* "true" when the chart generates this secret: (dict "root" $ "secret" KEY) */}}
+{{- define "airflow-ha.secretGenerated" -}}
+{{- if not (get .root.Values.secrets .secret).existingSecret }}true{{ end -}}
+{{- end }}
+
+{{/* name/key of a secret, the user's or the generated one: (dict "root" $ "secret" KEY) */}}
+{{- define "airflow-ha.secretKeyRef" -}}
+{{- $user := get .root.Values.secrets .secret -}}
+{{- $generated := get (include "airflow-ha.secretTable" .root | fromYaml) .secret -}}
+{{- if $user.existingSecret -}}
+name: {{ $user.existingSecret }}
+key: {{ $user.key | default (index $generated 1) }}
+{{- else -}}
+name: {{ index $generated 0 }}
+key: {{ index $generated 1 }}
+{{- end -}}
+{{- end }}
+
+{{/* name/key of the password Airflow connects to the metadata DB with. */}}
+{{- define "airflow-ha.dbPasswordKeyRef" -}}
+{{- if .Values.database.external.enabled -}}
+name: {{ .Values.database.external.passwordSecret.name }}
+key: {{ .Values.database.external.passwordSecret.key }}
+{{- else -}}
+{{ include "airflow-ha.secretKeyRef" (dict "root" . "secret" "mysqlPassword") }}
+{{- end -}}
+{{- end }}
+
+{{/* A metadata DB URL: (dict "root" $ "scheme" S "password" ALREADY_ENCODED "query" "?..." or "") */}}
+{{- define "airflow-ha.dbUrl" -}}
+{{- $r := .root -}}
+{{- printf "%s://%s:%s@%s:%s/%s%s" .scheme (urlquery (include "airflow-ha.db.user" $r)) .password (include "airflow-ha.db.host" $r) (include "airflow-ha.db.port" $r) (include "airflow-ha.db.name" $r) .query -}}
+{{- end }}
+
+{{/* The DB URLs' queries: client timeouts (database.timeouts). A pooled connection through a proxy pod on a
+     powered-off node gets no RST and would wait on TCP retransmissions for ~15 min without a read timeout.
+     "timeouts": all three; "connect": connect_timeout only (the migration Job: an ALTER on a big table may
+     run long; aiomysql, Airflow's async engine, takes only connect_timeout). */}}
+{{- define "airflow-ha.dbQuery" -}}
+{{- $t := .root.Values.database.timeouts -}}
+{{- $q := list -}}
+{{- if gt (int $t.connectSeconds) 0 }}{{ $q = append $q (printf "connect_timeout=%d" (int $t.connectSeconds)) }}{{ end -}}
+{{- if eq .which "timeouts" -}}
+{{- if gt (int $t.readSeconds) 0 }}{{ $q = append $q (printf "read_timeout=%d" (int $t.readSeconds)) }}{{ end -}}
+{{- if gt (int $t.writeSeconds) 0 }}{{ $q = append $q (printf "write_timeout=%d" (int $t.writeSeconds)) }}{{ end -}}
+{{- end -}}
+{{- with $q }}?{{ join "&" . }}{{ end -}}
 {{- end }}
 
 {{/* A value kept from the existing Secret (lookup) or freshly generated: (dict "root" $ "secret" NAME "key" KEY "generate" VALUE) */}}
@@ -131,26 +193,26 @@ component: {{ .component }}
 {{- with .root -}}
 - name: AIRFLOW__CORE__EXECUTOR
   value: CeleryExecutor
+{{- /* The URLs carry $(VAR) references the kubelet expands from the two passwords above them: no URL
+       is a Secret of its own, so Secrets named by the user (secrets.*, database.external) work with
+       `helm template` (GitOps) and nothing is looked up. The passwords must be URL-safe (generated ones
+       are; `airflow-ha wait-for-migrations` refuses others, naming the Secret). */}}
+- name: AIRFLOW_HA_DB_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      {{- include "airflow-ha.dbPasswordKeyRef" . | nindent 6 }}
+- name: AIRFLOW_HA_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      {{- include "airflow-ha.secretKeyRef" (dict "root" . "secret" "redisPassword") | nindent 6 }}
 - name: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "airflow-ha.secret.connections" . }}
-      key: {{ ternary "sql-alchemy-conn-migrate" "sql-alchemy-conn" (eq $migration true) }}
+  value: {{ include "airflow-ha.dbUrl" (dict "root" . "scheme" "mysql+mysqldb" "password" "$(AIRFLOW_HA_DB_PASSWORD)" "query" (include "airflow-ha.dbQuery" (dict "root" . "which" (ternary "connect" "timeouts" (eq $migration true))))) | quote }}
 - name: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "airflow-ha.secret.connections" . }}
-      key: sql-alchemy-conn-async
+  value: {{ include "airflow-ha.dbUrl" (dict "root" . "scheme" "mysql+aiomysql" "password" "$(AIRFLOW_HA_DB_PASSWORD)" "query" (include "airflow-ha.dbQuery" (dict "root" . "which" "connect"))) | quote }}
 - name: AIRFLOW__CELERY__RESULT_BACKEND
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "airflow-ha.secret.connections" . }}
-      key: result-backend
+  value: {{ include "airflow-ha.dbUrl" (dict "root" . "scheme" "db+mysql" "password" "$(AIRFLOW_HA_DB_PASSWORD)" "query" (include "airflow-ha.dbQuery" (dict "root" . "which" "timeouts"))) | quote }}
 - name: AIRFLOW__CELERY__BROKER_URL
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "airflow-ha.secret.connections" . }}
-      key: broker-url
+  value: {{ include "airflow-ha.brokerUrl" (dict "root" . "password" "$(AIRFLOW_HA_REDIS_PASSWORD)") | quote }}
 - name: AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS
   value: {{ .Values.broker.celeryConfigOptions | quote }}
 - name: AIRFLOW__CELERY__WORKER_CONCURRENCY
@@ -158,18 +220,15 @@ component: {{ .component }}
 - name: AIRFLOW__CORE__FERNET_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ include "airflow-ha.secret.fernet" . }}
-      key: fernet-key
+      {{- include "airflow-ha.secretKeyRef" (dict "root" . "secret" "fernetKey") | nindent 6 }}
 - name: AIRFLOW__API_AUTH__JWT_SECRET
   valueFrom:
     secretKeyRef:
-      name: {{ include "airflow-ha.secret.api" . }}
-      key: jwt-secret
+      {{- include "airflow-ha.secretKeyRef" (dict "root" . "secret" "jwtSecret") | nindent 6 }}
 - name: AIRFLOW__API__SECRET_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ include "airflow-ha.secret.api" . }}
-      key: api-secret-key
+      {{- include "airflow-ha.secretKeyRef" (dict "root" . "secret" "apiSecretKey") | nindent 6 }}
 - name: AIRFLOW__CORE__EXECUTION_API_SERVER_URL
   value: {{ printf "http://%s-api-server:%d/execution/" (include "airflow-ha.fullname" .) (int .Values.apiServer.service.port) | quote }}
 - name: AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS
@@ -224,9 +283,10 @@ imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
     sizeLimit: 1Mi
 - name: auth-secret
   secret:
-    secretName: {{ include "airflow-ha.secret.admin" . }}
+    {{- $admin := include "airflow-ha.secretKeyRef" (dict "root" . "secret" "adminPasswords") | fromYaml }}
+    secretName: {{ $admin.name }}
     items:
-      - key: passwords.json
+      - key: {{ $admin.key }}
         path: {{ base .Values.auth.passwordsFile }}
 {{- if .Values.markers.enabled }}
 - name: markers

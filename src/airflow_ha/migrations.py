@@ -16,6 +16,8 @@ from __future__ import annotations
 import sys
 import time
 
+from airflow_ha.url_passwords import unsafe_url_passwords
+
 
 def source_heads() -> set[str]:
     """Heads of this Airflow's migration scripts (fixed for the process: read once)."""
@@ -66,6 +68,11 @@ def wait(timeout: float, interval: float = 2.0, out=print) -> None:
 
 def run(args) -> int:
     started = time.monotonic()
+    problems = unsafe_url_passwords()
+    if problems:
+        for problem in problems:
+            print(f"wait-for-migrations: {problem}", file=sys.stderr)
+        return 2
     try:
         wait(args.timeout)
     except TimeoutError as exc:

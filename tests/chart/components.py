@@ -4,6 +4,7 @@ env every Airflow container gets, and small accessors of rendered pod specs."""
 from __future__ import annotations
 
 import base64
+import re
 
 R = "airflow-ha"
 AIRFLOW_WORKLOADS = {
@@ -17,13 +18,18 @@ AIRFLOW_WORKLOADS = {
     ("Deployment", f"{R}-sensor-shard-1"): "sensor-shard",
 }
 SECRET_ENV = {
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (f"{R}-connections", "sql-alchemy-conn"),
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": (f"{R}-connections", "sql-alchemy-conn-async"),
-    "AIRFLOW__CELERY__RESULT_BACKEND": (f"{R}-connections", "result-backend"),
-    "AIRFLOW__CELERY__BROKER_URL": (f"{R}-connections", "broker-url"),
+    "AIRFLOW_HA_DB_PASSWORD": (f"{R}-mysql-passwords", "mysql-password"),
+    "AIRFLOW_HA_REDIS_PASSWORD": (f"{R}-redis-password", "password"),
     "AIRFLOW__CORE__FERNET_KEY": (f"{R}-fernet-key", "fernet-key"),
     "AIRFLOW__API_AUTH__JWT_SECRET": (f"{R}-api-secrets", "jwt-secret"),
     "AIRFLOW__API__SECRET_KEY": (f"{R}-api-secrets", "api-secret-key"),
+}
+# Connection URLs: plain values whose password is a $(VAR) of a SECRET_ENV variable defined before them.
+URL_ENV = {
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "AIRFLOW_HA_DB_PASSWORD",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": "AIRFLOW_HA_DB_PASSWORD",
+    "AIRFLOW__CELERY__RESULT_BACKEND": "AIRFLOW_HA_DB_PASSWORD",
+    "AIRFLOW__CELERY__BROKER_URL": "AIRFLOW_HA_REDIS_PASSWORD",
 }
 PLAIN_ENV = {
     "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
@@ -48,6 +54,30 @@ def secret_value(rendered, name: str, key: str) -> str:
 
 def pod(rendered, kind: str, name: str) -> dict:
     return rendered.get(kind, name)["spec"]["template"]["spec"]
+
+
+VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def expanded_env(rendered, container: dict) -> dict[str, str]:
+    """A container's environment as its process sees it: secretKeyRefs read from the rendered Secrets, and
+    ``$(VAR)`` in a value replaced by a variable defined EARLIER in the list (the kubelet's rule; a later or
+    unknown one stays as written, which is how a wrong order shows)."""
+    env: dict[str, str] = {}
+    for e in container.get("env", []):
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref and rendered.has("Secret", ref["name"]):
+            env[e["name"]] = secret_value(rendered, ref["name"], ref["key"])
+        elif ref:  # a Secret of the user's: a URL-safe stand-in naming it
+            env[e["name"]] = re.sub(r"\W", "_", f"from_{ref['name']}_{ref['key']}")
+        elif "value" in e:
+            env[e["name"]] = VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), e["value"])
+    return env
+
+
+def pod_url(rendered, var: str, kind: str = "Deployment", name: str = f"{R}-scheduler") -> str:
+    """A connection URL as the main container of that workload (default: the scheduler) gets it."""
+    return expanded_env(rendered, pod(rendered, kind, name)["containers"][0])[var]
 
 
 def ports(c: dict) -> set[int]:

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chart.components import AIRFLOW_WORKLOADS, PLAIN_ENV, SECRET_ENV, R, pod, pod_meta, secret_value
+from tests.chart.components import (
+    AIRFLOW_WORKLOADS,
+    PLAIN_ENV,
+    SECRET_ENV,
+    URL_ENV,
+    R,
+    pod,
+    pod_meta,
+    pod_url,
+    secret_value,
+)
 from tests.chart.conftest import VERSION, container, env_of
 
 pytestmark = pytest.mark.chart
@@ -68,7 +78,7 @@ def test_replicas_follow_values(render):
     assert rendered.get("StatefulSet", f"{R}-redis")["spec"]["replicas"] == 12
     env = env_of(pod(rendered, "Deployment", f"{R}-scheduler")["containers"][0])
     assert env["AIRFLOW_HA_SENSOR_SHARDS"]["value"] == "4"
-    url = secret_value(rendered, f"{R}-connections", "broker-url")
+    url = pod_url(rendered, "AIRFLOW__CELERY__BROKER_URL")
     assert len(url.split("@", 1)[1].split("?", 1)[0].split(",")) == 12
 
 
@@ -93,11 +103,14 @@ def test_env_on_every_airflow_container(render, values_file):
                     continue
                 assert env.get(var, {}).get("value") == value, f"{name}/{c['name']}: {var}"
             for var, (secret, key) in SECRET_ENV.items():
-                if c["name"] == "migrate-db" and key == "sql-alchemy-conn":
-                    key = "sql-alchemy-conn-migrate"  # no read/write timeouts for a migration's ALTERs
                 ref = env[var].get("valueFrom", {}).get("secretKeyRef")
                 assert ref == {"name": secret, "key": key}, f"{name}/{c['name']}: {var} must come from a Secret"
                 assert "value" not in env[var]
+            order = [e["name"] for e in c["env"]]
+            for var, password in URL_ENV.items():
+                # the kubelet expands $(VAR) only from variables defined before it
+                assert f":$({password})@" in env[var]["value"], f"{name}/{c['name']}: {var}"
+                assert order.index(password) < order.index(var), f"{name}/{c['name']}: {password} after {var}"
             mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
             assert "/opt/airflow/auth" in mounts, f"{name}/{c['name']}"
             checked += 1

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chart.components import pod, secret_value
+from tests.chart.components import pod, pod_url
 from tests.chart.conftest import RELEASE as R
 from tests.chart.conftest import RenderError, container, env_of
 from tests.unit.broker.test_celery_config import load
 
 
 def _effective(rendered, tmp_path, **env) -> dict:
-    url = secret_value(rendered, f"{R}-connections", "broker-url")
+    url = pod_url(rendered, "AIRFLOW__CELERY__BROKER_URL")
     scheduler_env = env_of(container(pod(rendered, "Deployment", f"{R}-scheduler"), "scheduler"))
     config_module = scheduler_env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"]["value"]
     return load(tmp_path, url, AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS=config_module, **env)["effective"]

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.chart.components import pod_url
 from tests.chart.conftest import RenderError, container, env_of, helm_template
 
 pytestmark = pytest.mark.chart
@@ -50,7 +51,7 @@ def test_single_is_the_default_and_renders_no_group(default):
         ("ConfigMap", f"{R}-mysql-proxy"),
     ]:
         assert not default.has(kind, name)
-    assert urlsplit(secret(default, f"{R}-connections", "sql-alchemy-conn")).hostname == f"{R}-mysql"
+    assert urlsplit(pod_url(default, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")).hostname == f"{R}-mysql"
     # the recovery user's password is generated and kept in every mode (switching modes keeps it)
     assert len(secret(default, f"{R}-mysql-passwords", "mysql-recovery-password")) == 32
 
@@ -132,8 +133,9 @@ def test_headless_service_publishes_members_before_they_are_ready(gr):
 
 
 def test_airflow_reaches_the_database_through_haproxy(gr):
-    for key in ("sql-alchemy-conn", "result-backend", "metadata-connection-uri"):
-        assert urlsplit(secret(gr, f"{R}-connections", key)).hostname == f"{R}-mysql-proxy"
+    for var in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__RESULT_BACKEND"):
+        assert urlsplit(pod_url(gr, var)).hostname == f"{R}-mysql-proxy"
+    assert urlsplit(secret(gr, f"{R}-connections", "metadata-connection-uri")).hostname == f"{R}-mysql-proxy"
     svc = gr.get("Service", f"{R}-mysql-proxy")
     assert svc["spec"]["selector"]["component"] == "mysql-proxy"
     assert svc["spec"]["ports"][0]["port"] == 3306
@@ -211,7 +213,7 @@ def test_external_database_wins_over_the_mode(render):
         "database.external.passwordSecret.name=airflow-db",
     )
     assert not rendered.has("StatefulSet", f"{R}-mysql-gr") and not rendered.has("DaemonSet", f"{R}-mysql-proxy")
-    assert urlsplit(secret(rendered, f"{R}-connections", "sql-alchemy-conn")).hostname == "db.example.com"
+    assert urlsplit(pod_url(rendered, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")).hostname == "db.example.com"
 
 
 def test_network_policies_in_group_mode(render):

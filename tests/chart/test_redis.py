@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chart.components import R, ports, secret_value
+from tests.chart.components import R, pod_url, ports, secret_value
 from tests.chart.conftest import NAMESPACE, container, env_of
 
 pytestmark = pytest.mark.chart
 
 
 def test_broker_url_lists_every_redis_pod(default):
-    url = secret_value(default, f"{R}-connections", "broker-url")
+    url = pod_url(default, "AIRFLOW__CELERY__BROKER_URL")
     password = secret_value(default, f"{R}-redis-password", "password")
     assert url.startswith(f"rediscluster://:{password}@")
     seeds = url.split("@", 1)[1].split("?", 1)[0].split(",")
@@ -72,7 +72,7 @@ def test_broker_url_parses_with_the_transport_parser(default):
     """The URL the chart writes is the one airflow_ha's rediscluster:// transport reads."""
     from airflow_ha.broker.url import parse
 
-    parsed = parse(secret_value(default, f"{R}-connections", "broker-url"))
+    parsed = parse(pod_url(default, "AIRFLOW__CELERY__BROKER_URL"))
     assert parsed.password == secret_value(default, f"{R}-redis-password", "password")
     assert [h for h, _ in parsed.seeds] == [
         f"{R}-redis-{i}.{R}-redis-headless.{NAMESPACE}.svc.cluster.local" for i in range(6)

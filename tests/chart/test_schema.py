@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.chart.components import pod_url
 from tests.chart.conftest import RenderError, helm_template
 
 pytestmark = pytest.mark.chart
@@ -54,8 +55,7 @@ def test_external_database_with_host_is_accepted(render):
     )
     assert not rendered.has("StatefulSet", "airflow-ha-mysql")
     assert not rendered.has("Secret", "airflow-ha-mysql-passwords")
-    import base64
 
-    conn = base64.b64decode(rendered.get("Secret", "airflow-ha-connections")["data"]["sql-alchemy-conn"]).decode()
+    conn = pod_url(rendered, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
     assert conn.startswith("mysql+mysqldb://airflow:")
     assert conn.endswith("@db.example.com:3306/airflow?connect_timeout=5&read_timeout=20&write_timeout=20")

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.chart.components import R, pod, secret_value
+from tests.chart.components import R, pod, pod_url, secret_value
 from tests.chart.conftest import CHART
 
 pytestmark = pytest.mark.chart
@@ -61,20 +61,20 @@ def test_secrets_generated_and_kept(default):
     users = json.loads(secret_value(default, f"{R}-admin-password", "passwords.json"))
     assert set(users) == {"admin"} and len(users["admin"]) >= 16
     mysql_pw = secret_value(default, f"{R}-mysql-passwords", "mysql-password")
-    conn = secret_value(default, f"{R}-connections", "sql-alchemy-conn")
+    conn = pod_url(default, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
     timeouts = "connect_timeout=5&read_timeout=20&write_timeout=20"  # values.yaml database.timeouts
     assert conn == f"mysql+mysqldb://airflow:{mysql_pw}@{R}-mysql:3306/airflow?{timeouts}"
     assert (
-        secret_value(default, f"{R}-connections", "result-backend")
+        pod_url(default, "AIRFLOW__CELERY__RESULT_BACKEND")
         == f"db+mysql://airflow:{mysql_pw}@{R}-mysql:3306/airflow?{timeouts}"
     )
     # aiomysql takes no read/write timeout; the migration Job's long ALTERs must not be cut off
     assert (
-        secret_value(default, f"{R}-connections", "sql-alchemy-conn-async")
+        pod_url(default, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC")
         == f"mysql+aiomysql://airflow:{mysql_pw}@{R}-mysql:3306/airflow?connect_timeout=5"
     )
     assert (
-        secret_value(default, f"{R}-connections", "sql-alchemy-conn-migrate")
+        pod_url(default, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "Job", f"{R}-migrate-db")
         == f"mysql+mysqldb://airflow:{mysql_pw}@{R}-mysql:3306/airflow?connect_timeout=5"
     )
 

@@ -9,7 +9,6 @@ ACKs, nothing answers, as for a dead network path.
 
 from __future__ import annotations
 
-import base64
 import os
 import select
 import signal
@@ -58,10 +57,22 @@ def rendered_urls(helm_binary) -> dict[str, str]:
         "--set",
         f"database.timeouts.connectSeconds={CONNECT}",
     )
+    env = {}  # what the scheduler's and the migration Job's containers get (their passwords are $(VAR)s)
     for obj in yaml.safe_load_all(text):
-        if obj and obj["kind"] == "Secret" and obj["metadata"]["name"].endswith("-connections"):
-            return {k: base64.b64decode(v).decode() for k, v in obj["data"].items()}
-    raise AssertionError("no <release>-connections Secret rendered")
+        if (
+            obj
+            and obj["kind"] in ("Deployment", "Job")
+            and obj["metadata"]["name"].endswith(("-scheduler", "-migrate-db"))
+        ):
+            container = obj["spec"]["template"]["spec"]["containers"][0]
+            env[obj["kind"]] = {e["name"]: e.get("value") for e in container["env"]}
+    if set(env) != {"Deployment", "Job"}:
+        raise AssertionError(f"the scheduler Deployment or the migration Job was not rendered: {sorted(env)}")
+    return {
+        "sql-alchemy-conn": env["Deployment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+        "sql-alchemy-conn-async": env["Deployment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"],
+        "sql-alchemy-conn-migrate": env["Job"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+    }
 
 
 def at_fixture(url: str, mysql) -> str:
