@@ -12,7 +12,8 @@ Before a start it makes its server ready for the group: the group_replication an
 
 HTTP (``--http-port``): ``GET /primary`` 200 when the local member is an ONLINE PRIMARY in a view with a
 majority, ``super_read_only`` is OFF and no other member ONLINE in a majority sees another primary or a group
-without this member (a thawed or healed old primary still sees its old view for seconds), 503 otherwise
+without this member (a thawed or healed old primary still sees its old view for seconds), and its server
+has answered for ``THAW_HOLD`` seconds since it last stopped answering (:class:`SilenceGuard`), 503 otherwise
 (HAProxy's ``option httpchk``; like Percona's clustercheck); ``GET /ready`` 200 when ONLINE in either role
 (the pod's readiness); ``GET /status`` JSON. Each check reads the local server afresh (1 s timeouts); the
 other members' reports come from the loop's last round (read afresh when older than 3 rounds).
@@ -174,6 +175,45 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# A server that stopped answering (SIGSTOP, a hung disk, its node cut off) and answers again still reports its
+# old view - ONLINE PRIMARY of a majority - until it learns it was expelled, which took < 0.2 s in the
+# integration test. The peers' reports that contradict it can be missing right then (their probes timing out
+# on a loaded node: seen once in CI, a single 200 right after the thaw), so /primary holds 503 this long.
+THAW_HOLD = 3.0
+
+
+class SilenceGuard:
+    """Says to wait after the local server comes back from a silence of at least ``min_silence`` seconds (a
+    single slow probe on a loaded node is not one); a server that never went silent (a secondary just elected
+    primary, the agent's own restart) is not held."""
+
+    def __init__(self, hold: float = THAW_HOLD, min_silence: float = 2.0) -> None:
+        self.hold, self.min_silence = hold, min_silence
+        self._silent_from: float | None = None  # first unanswered probe of the current silence
+        self._silent_to = 0.0  # its last unanswered probe
+        self._back_at: float | None = None
+        self._lock = threading.Lock()
+
+    def observe(self, answered: bool, now: float) -> str | None:
+        """The reason to refuse the primary check now, or None."""
+        with self._lock:
+            if not answered:
+                if self._silent_from is None:
+                    self._silent_from = now
+                self._silent_to, self._back_at = now, None
+                return None
+            if self._silent_from is not None:
+                if self._silent_to - self._silent_from >= self.min_silence:
+                    self._back_at = now
+                self._silent_from = None
+            if self._back_at is not None and now - self._back_at < self.hold:
+                return (
+                    f"server answers again since {now - self._back_at:.1f}s after a silence: holding "
+                    f"{self.hold:g}s for it to learn whether the group expelled it"
+                )
+            return None
+
+
 class Agent:
     def __init__(self, config: AgentConfig):
         self.config = config
@@ -184,6 +224,7 @@ class Agent:
         self.last_decision: Decision | None = None
         self.actions: list[tuple[float, str, str]] = []  # (time, action, outcome), the last 50
         self._stop = threading.Event()
+        self.silence = SilenceGuard()
         own = {config.mysql[config.index].host, config.group[config.index].host}
         self.addresses = AddressBook(
             [a.host for a in (*config.mysql, *config.group)], pinned={h: config.pod_ip for h in own}
@@ -310,6 +351,7 @@ class Agent:
     # -- the loop ------------------------------------------------------------------------------------
     def step(self) -> Decision:
         reports = self.probe_all()
+        self.silence.observe(reports[self.config.index].reachable, time.monotonic())
         decision = plan(self.config.index, reports, self.config.clone_threshold)
         changed = self.last_decision is None or (decision.action, decision.reason) != (
             self.last_decision.action,
@@ -357,7 +399,11 @@ class Agent:
 
     def primary(self) -> tuple[bool, str]:
         """The proxy's check: this member is the writable primary, and the majority agrees."""
-        return primary_check(self.probe_self(), self.peers())
+        mine = self.probe_self()
+        held = self.silence.observe(mine.reachable, time.monotonic())
+        if held:
+            return False, held
+        return primary_check(mine, self.peers())
 
     def status(self) -> dict:
         mine = self.probe_self()
