@@ -373,6 +373,21 @@ def summarise(result: dict) -> dict:
     }
 
 
+def _extrapolate(name: str, row: dict | None, count_key: str, unit: str, why: str, interval: float) -> None:
+    """One variant's linear extrapolation: where one process becomes CPU-bound, and sensors per GiB."""
+    if not row or row["cpu"] <= 0:
+        return
+    fraction = row["cpu"] / interval
+    line = (
+        f"  {name}: {row['cpu']:.3f} CPU s per interval for {row[count_key]:.0f} {unit.split()[-1]} "
+        f"({100 * fraction:.2f}% of a core); {why}, so one process is CPU-bound near "
+        f"{row[count_key] / fraction:,.0f} {unit} at this interval"
+    )
+    if row["bytes_per_sensor"] > 0:
+        line += f"; memory: {2**30 / row['bytes_per_sensor']:,.0f} waiting sensors per GiB"
+    print(line)
+
+
 def report(args, results: dict, status: str) -> None:
     shards = chart_sensor_shards()
     print(
@@ -465,27 +480,11 @@ def report(args, results: dict, status: str) -> None:
         )
 
     print("\nExtrapolation (linear in the measured rates, on this machine's shared cores; not measured):")
-    if smart and smart["cpu"] > 0:
-        fraction = smart["cpu"] / args.interval
-        line = (
-            f"  smart: {smart['cpu']:.3f} CPU s per interval for {smart['held']:.0f} targets "
-            f"({100 * fraction:.2f}% of a core); its per-interval work is per distinct target (one poke and one "
-            f"status write each; a waiting sensor adds none), so one process is CPU-bound near "
-            f"{smart['held'] / fraction:,.0f} distinct targets at this interval"
-        )
-        if smart["bytes_per_sensor"] > 0:
-            line += f"; memory: {2**30 / smart['bytes_per_sensor']:,.0f} waiting sensors per GiB"
-        print(line)
-    if stock and stock["cpu"] > 0:
-        fraction = stock["cpu"] / args.interval
-        line = (
-            f"  stock: {stock['cpu']:.3f} CPU s per interval for {stock['sensors']:.0f} sensors "
-            f"({100 * fraction:.2f}% of a core); every sensor pokes on its own, so one process is CPU-bound near "
-            f"{stock['sensors'] / fraction:,.0f} sensors at this interval"
-        )
-        if stock["bytes_per_sensor"] > 0:
-            line += f"; memory: {2**30 / stock['bytes_per_sensor']:,.0f} waiting sensors per GiB"
-        print(line)
+    smart_why = (
+        "its per-interval work is per distinct target (one poke and one status write each; a waiting sensor adds none)"
+    )
+    _extrapolate("smart", smart, "held", "distinct targets", smart_why, args.interval)
+    _extrapolate("stock", stock, "sensors", "sensors", "every sensor pokes on its own", args.interval)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
