@@ -6,12 +6,14 @@ CronJob repairs it). Needs ``redis.reconciler.enabled`` (values/kubeone.yaml) an
 
 from __future__ import annotations
 
+import secrets
 import time
 
 import pytest
 
 from airflow_ha.redis_ops.cluster_nodes import parse_cluster_nodes
 from airflow_ha.redis_ops.placement import colocated_pairs, crowded_nodes, topology
+from tests.harness.failover.api import AirflowAPI
 from tests.harness.waiting import wait_until
 from tests.k8s.conftest import KUBECTL, Kube, Release, record, run
 
@@ -139,7 +141,9 @@ def _healed_everywhere(kube: Kube, rel: Release) -> bool:
     return True
 
 
-def test_every_redis_pod_restarted_at_once_comes_back_as_one_cluster(kube: Kube, release: Release, multi_node):
+def test_every_redis_pod_restarted_at_once_comes_back_as_one_cluster(
+    kube: Kube, release: Release, multi_node, api: AirflowAPI
+):
     """A whole-cluster restart (power cut, kind's node containers restarted): every Redis pod comes back with
     a new IP while every nodes.conf lists the old ones, so no node reaches another. The reconciler CronJob
     meets each node's peers at their new IPs (redis-reconcile, airflow_ha.redis_ops.addresses)."""
@@ -164,9 +168,17 @@ def test_every_redis_pod_restarted_at_once_comes_back_as_one_cluster(kube: Kube,
     healed = time.monotonic() - start
     nodes, _ = _wait_placement(kube, release, timeout=300)
     assert len([n for n in nodes if n.role == "master"]) >= 2
+    placed = time.monotonic() - start
+    # Through Airflow: the workers' waits and subscriptions were on the old pods, which vanished without
+    # closing a connection; a run over all six queues must still complete (CI once saw it hang for good).
+    api.unpause("ha_probe")
+    run_id = api.trigger("ha_probe", f"redis_restart_{secrets.token_hex(4)}", conf={"seconds": 0.2})
+    triggered = time.monotonic()
+    state = api.wait_for_runs([("ha_probe", run_id)], 300)[("ha_probe", run_id)]
+    assert state == "success", f"ha_probe/{run_id} over every queue ended {state} after the Redis restart"
     record(
         "every Redis pod restarted at once",
         f"{len(moved)} of {len(after)} came back with a new IP; every pod ok and meeting every peer at its new IP "
-        f"after {healed:.0f} s "
-        f"(the reconciler CronJob runs every 2 min), placement right after {time.monotonic() - start:.0f} s",
+        f"after {healed:.0f} s (the reconciler CronJob runs every 2 min), placement right after {placed:.0f} s; "
+        f"then a 24-task run over all six queues succeeded in {time.monotonic() - triggered:.0f} s",
     )

@@ -8,7 +8,8 @@ leaves a token for the next consumer while messages remain). A consumer waits on
 room; a token it pops when full goes back to the list, so another consumer gets it. ``BLPOP`` times out
 every ``poll_sweep_interval`` (1 s): the consumer then looks at the queue (one ``EXISTS`` of its lists) and
 reads it if it holds messages, which covers tokens lost with a failed-over master (tokens are not
-replicated: see :mod:`airflow_ha.broker.scripts`).
+replicated: see :mod:`airflow_ha.broker.scripts`). A BLPOP left unanswered past its timeout plus
+``socket_timeout`` (its master vanished without closing the connection) is dropped and the queue read anew.
 
 Fanout (broadcast, Celery remote control) uses sharded pub/sub (``SSUBSCRIBE``), one pub/sub connection
 per master, delivered to live subscribers only, as kombu's redis transport does. A ``sunsubscribe`` the
@@ -37,6 +38,7 @@ from airflow_ha.broker.routing import RETRYABLE, SlotRouter
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = 0.25  # s before a failed wait or subscription is tried again
+PUBSUB_PING_EVERY = 5.0  # s between PINGs on an idle pub/sub connection: a silent master is found dead
 
 
 class Waiter:
@@ -51,6 +53,7 @@ class Waiter:
         self.node: str | None = None
         self.armed = False
         self.retry_at = 0.0
+        self.answer_by = 0.0  # an armed BLPOP unanswered past this is dead: see Drain._expire_waiters
 
     @property
     def sock(self):
@@ -65,6 +68,7 @@ class Waiter:
             self.node = node.name
         self.conn.send_command("BLPOP", self.key, timeout)
         self.armed = True
+        self.answer_by = monotonic() + timeout + router.opts.socket_timeout
 
     def read(self) -> bool:
         """The answer to the pending BLPOP: True for a token, False for a timeout."""
@@ -88,6 +92,8 @@ class Drain:
         self.opts = router.opts
         self._waiters: dict[tuple[int, str], Waiter] = {}
         self._pubsubs: dict = {}  # node name -> PubSub (fanout)
+        self._pong_due: dict[str, float] = {}  # node name -> answer deadline of the PING sent on its pub/sub
+        self._next_ping: dict[str, float] = {}  # node name -> when to PING its pub/sub next
         self._sub_node: dict[str, str] = {}  # fanout channel -> node name it is subscribed on
         self._wanted: dict[str, list] = {}
         self._subs_dirty = True
@@ -112,6 +118,8 @@ class Drain:
             with contextlib.suppress(Exception):
                 ps.close()
         self._pubsubs.clear()
+        self._pong_due.clear()
+        self._next_ping.clear()
         self._sub_node.clear()
         with contextlib.suppress(Exception):
             self._selector.close()
@@ -155,6 +163,19 @@ class Drain:
             except RETRYABLE as exc:
                 self._waiter_failed(waiter, exc)
 
+    def _expire_waiters(self) -> None:
+        """Drop every wait its master left unanswered past its BLPOP timeout plus socket_timeout.
+
+        A master that vanishes without closing the connection (a frozen process, a deleted pod whose IP no
+        longer routes, a node cut off) never answers a pending BLPOP and never errors either: no byte is in
+        flight, so TCP notices nothing. The socket never turns readable, and without this the queue was never
+        waited on or read again (CI, after every Redis pod was restarted at once).
+        """
+        now = monotonic()
+        for waiter in self._waiters.values():
+            if waiter.armed and now >= waiter.answer_by:
+                self._waiter_failed(waiter, rexc.TimeoutError(f"no answer to BLPOP from {waiter.node}"))
+
     def _waiter_failed(self, waiter: Waiter, exc: BaseException) -> None:
         log.warning("broker: waiting on %r failed (%s: %s); refreshing slot map", waiter.queue, type(exc).__name__, exc)
         waiter.drop()
@@ -196,6 +217,8 @@ class Drain:
         return wanted
 
     def _drop_pubsub(self, node_name: str) -> None:
+        self._pong_due.pop(node_name, None)
+        self._next_ping.pop(node_name, None)
         ps = self._pubsubs.pop(node_name, None)
         if ps is not None:
             with contextlib.suppress(Exception):
@@ -246,6 +269,9 @@ class Drain:
                     msg = ps.get_message(ignore_subscribe_messages=False, timeout=0.0)
                     if msg is None:
                         break
+                    if msg.get("type") == "pong":
+                        self._pong_due.pop(name, None)
+                        continue
                     chan = msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]
                     if msg.get("type") == "sunsubscribe":
                         if self._sub_node.get(chan) == name:  # the server dropped us: the slot moved
@@ -268,6 +294,32 @@ class Drain:
                 self._resubscribe_at = monotonic() + RETRY_AFTER  # back off: never spin on a failing node
         return delivered
 
+    def _check_pubsubs(self) -> None:
+        """PING each pub/sub connection now and then; one whose PONG is late past socket_timeout is dropped
+        and its channels subscribed again at their current masters.
+
+        A subscriber only ever reads: a master that vanished without closing the connection (frozen, its pod
+        deleted, its node cut off) leaves it waiting for broadcasts that now go to the promoted replica.
+        """
+        now = monotonic()
+        for name, ps in list(self._pubsubs.items()):
+            due = self._pong_due.get(name)
+            if due is not None and now >= due:
+                log.warning("broker: %s did not answer PING on its pub/sub connection; resubscribing", name)
+                self._drop_pubsub(name)
+                self.router.refresh()
+                continue
+            if due is None and now >= self._next_ping.setdefault(name, now + PUBSUB_PING_EVERY):
+                try:
+                    ps.ping()
+                except (*RETRYABLE, rexc.PubSubError) as exc:
+                    log.warning("broker: pub/sub connection to %s lost (%s); resubscribing", name, exc)
+                    self._drop_pubsub(name)
+                    self.router.refresh()
+                    continue
+                self._pong_due[name] = now + self.opts.socket_timeout
+                self._next_ping[name] = now + PUBSUB_PING_EVERY
+
     # -- the loop ------------------------------------------------------------------------------------
     def _broken(self, exc: BaseException) -> None:
         now = monotonic()
@@ -286,9 +338,11 @@ class Drain:
 
     def drain_once(self) -> bool:
         self._sync_waiters()
+        self._expire_waiters()
         self._ensure_subscriptions()
         if self._read_fanout():
             return True
+        self._check_pubsubs()
         now = monotonic()
         if now >= self._next_late_acks:  # acks an outage held back: the slot's master may be back
             self._next_late_acks = now + RETRY_AFTER * 4
@@ -335,9 +389,13 @@ class Drain:
                 wait = min(wait, max(self._read_retry_at - now, 0.0))
             if self._subs_dirty:  # resubscribe as soon as its back-off allows
                 wait = min(wait, max(self._resubscribe_at - now, 0.0))
-            for waiter in self._waiters.values():  # a failed wait is re-armed when its back-off ends
+            for when in (*self._pong_due.values(), *self._next_ping.values()):  # pub/sub health: PING, PONG due
+                wait = min(wait, max(when - now, 0.0))
+            for waiter in self._waiters.values():  # a failed wait is re-armed when its back-off ends,
                 if not waiter.armed and waiter.retry_at > now:
                     wait = min(wait, waiter.retry_at - now)
+                elif waiter.armed:  # an unanswered one dropped when its deadline passes
+                    wait = min(wait, max(waiter.answer_by - now, 0.0))
             if deadline is not None:
                 wait = min(wait, deadline - now)
             self._wait(max(wait, 0.0))

@@ -365,6 +365,92 @@ def test_an_ack_an_outage_held_back_frees_the_slot_and_is_sent_once_the_master_a
         cluster.stop()
 
 
+def test_an_idle_consumer_waiting_on_a_frozen_master_consumes_from_the_promoted_replica(tmp_path, redis_bin):
+    """Found on the 3-node cluster after every Redis pod was restarted at once: a consumer's BLPOP sent to a
+    master that then vanished without closing the connection (a frozen process, a deleted pod's IP, a cut
+    node) never answers and never errors, and the queue was never read again. A wait now has a deadline
+    (BLPOP timeout + socket_timeout): past it the connection is dropped and the queue is read at its new
+    master, while the old one is still frozen."""
+    cluster = RedisCluster(base_dir=tmp_path / "frozen-wait", password=secrets.token_hex(8), bin_dir=redis_bin)
+    opts = {"socket_timeout": 1, "socket_connect_timeout": 1, "replication_wait_replicas": 0,
+            "failover_timeout": 30}  # fmt: skip
+    queue = Queue(_name("frozen-wait"))
+    try:
+        cluster.start()
+        wait_replicas_in_sync(cluster)
+        master = cluster.master_for_slot(keys.queue_slot(queue.name))
+        with Connection(cluster.url(), transport_options=opts) as conn:
+            got = []
+            on_msg = lambda body, m: (got.append(body["i"]), m.ack())  # noqa: E731
+            with Consumer(conn, [queue], callbacks=[on_msg], prefetch_count=1):
+                Producer(conn).publish({"i": 0}, routing_key=queue.name, declare=[queue])
+                drain(conn, got, 1)  # the consumer is idle now, its BLPOP armed on the master
+                with contextlib.suppress(TimeoutError, OSError):
+                    conn.drain_events(timeout=0.5)
+                os.kill(master.proc.pid, signal.SIGSTOP)
+                try:
+                    frozen_at = time.monotonic()
+                    wait_until(lambda: cluster.master_for_slot(keys.queue_slot(queue.name)).port != master.port,
+                               30, "the replica to take over the frozen master's slots", interval=0.2)  # fmt: skip
+                    with Connection(cluster.url(), transport_options=opts) as publisher:
+                        Producer(publisher).publish({"i": 1}, routing_key=queue.name, declare=[queue])
+                    drain(conn, got, 2, timeout=30)
+                    took = time.monotonic() - frozen_at
+                finally:
+                    os.kill(master.proc.pid, signal.SIGCONT)
+        print(f"\nidle consumer, its master frozen: consumed from the promoted replica {took:.1f}s after the freeze")
+        assert got == [0, 1]
+    finally:
+        cluster.stop()
+
+
+def _broadcast_until_received(conn, url, opts, exchange, n, got, timeout: float) -> None:
+    """A broadcast reaches live subscribers only: send it once a second until the consumer has it."""
+    deadline = time.monotonic() + timeout
+    with Connection(url, transport_options=opts) as publisher:
+        while n not in got and time.monotonic() < deadline:
+            Producer(publisher).publish({"n": n}, exchange=exchange)
+            with contextlib.suppress(TimeoutError, OSError):
+                conn.drain_events(timeout=1.0)
+
+
+def test_a_fanout_subscriber_on_a_frozen_master_resubscribes_at_the_promoted_replica(tmp_path, redis_bin):
+    """The same for broadcasts (Celery's remote control: revoke, inspect): a pub/sub connection only reads,
+    so a master gone silent left it subscribed to nothing. Its PING now goes unanswered, and the channel is
+    subscribed again at the promoted replica while the old master is still frozen."""
+    cluster = RedisCluster(base_dir=tmp_path / "frozen-sub", password=secrets.token_hex(8), bin_dir=redis_bin)
+    opts = {"socket_timeout": 1, "socket_connect_timeout": 1, "replication_wait_replicas": 0,
+            "failover_timeout": 30}  # fmt: skip
+    exchange = Exchange(_name("frozen-bcast"), "fanout")
+    slot = key_slot(keys.fanout_channel(exchange.name).encode())
+    try:
+        cluster.start()
+        wait_replicas_in_sync(cluster)
+        master = cluster.master_for_slot(slot)
+        with Connection(cluster.url(), transport_options=opts) as conn:
+            got = []
+            queue = Queue(_name("bq"), exchange)
+            with Consumer(conn, [queue], callbacks=[lambda body, m: got.append(body["n"])], no_ack=True):
+                _broadcast_until_received(conn, cluster.url(), opts, exchange, 0, got, timeout=20)
+                assert got == [0], "no broadcast reached the subscriber before the freeze"
+                os.kill(master.proc.pid, signal.SIGSTOP)
+                try:
+                    frozen_at = time.monotonic()
+                    wait_until(lambda: cluster.master_for_slot(slot).port != master.port, 30,
+                               "the replica to take over the frozen master's slots", interval=0.2)  # fmt: skip
+                    _broadcast_until_received(conn, cluster.url(), opts, exchange, 1, got, timeout=30)
+                    took = time.monotonic() - frozen_at
+                finally:
+                    os.kill(master.proc.pid, signal.SIGCONT)
+        print(
+            f"\nfanout subscriber, its master frozen: a broadcast arrived via the promoted replica {took:.1f}s "
+            f"after the freeze"
+        )
+        assert 1 in got, "no broadcast arrived while the old master was frozen"
+    finally:
+        cluster.stop()
+
+
 # == 5. a live reshard of a busy queue's slot ======================================================================
 def test_live_reshard_of_a_busy_queue_loses_nothing(redis_cluster):
     cluster = redis_cluster
