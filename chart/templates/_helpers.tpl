@@ -56,6 +56,44 @@ component: {{ .component }}
 {{- define "airflow-ha.redis.headless" -}}{{ include "airflow-ha.fullname" . }}-redis-headless{{- end }}
 {{- define "airflow-ha.mysql.fullname" -}}{{ include "airflow-ha.fullname" . }}-mysql{{- end }}
 {{- define "airflow-ha.worker.fullname" -}}{{ include "airflow-ha.fullname" . }}-worker{{- end }}
+
+{{/* The worker sets, a YAML list: without workers.groups one set (<release>-worker, workers' values, every
+     queue its args name); with them one per group (<release>-worker-<name>, `--queues <its queues>`, the
+     group's own replicas/concurrency/resources/scheduling over the workers' values). Each item: fullname,
+     group ("" for the single set), args, values. Fails on what would leave tasks unserved. */}}
+{{- define "airflow-ha.workerSets" -}}
+{{- $w := .Values.workers }}
+{{- $fullname := include "airflow-ha.worker.fullname" . }}
+{{- $base := omit $w "groups" }}
+{{- if not $w.groups }}
+{{- list (dict "fullname" $fullname "group" "" "args" $w.args "values" $base) | toYaml }}
+{{- else }}
+{{- if or (has "--queues" $w.args) (has "-q" $w.args) }}
+{{- fail "workers.args names --queues while workers.groups is set: each group's queues come from workers.groups[].queues; drop --queues from workers.args" }}
+{{- end }}
+{{- $defaultQueue := default "default" (dig "operators" "default_queue" "" .Values.config) }}
+{{- $served := list }}
+{{- $names := list }}
+{{- $sets := list }}
+{{- range $g := $w.groups }}
+{{- if has $g.name $names }}
+{{- fail (printf "workers.groups: the name %q is used twice; each group is its own StatefulSet <release>-worker-<name>" $g.name) }}
+{{- end }}
+{{- $names = append $names $g.name }}
+{{- $served = concat $served $g.queues }}
+{{- $values := deepCopy $base }}
+{{- range $key, $val := omit $g "name" "queues" }}
+{{- $_ := set $values $key $val }}
+{{- end }}
+{{- $args := concat $w.args (list "--queues" (join "," $g.queues)) }}
+{{- $sets = append $sets (dict "fullname" (printf "%s-%s" $fullname $g.name) "group" $g.name "args" $args "values" $values) }}
+{{- end }}
+{{- if not (has $defaultQueue $served) }}
+{{- fail (printf "workers.groups: no group consumes the default queue %q (config.operators.default_queue), so every task without a queue of its own would wait forever; add it to one group's queues" $defaultQueue) }}
+{{- end }}
+{{- $sets | toYaml }}
+{{- end }}
+{{- end }}
 {{- define "airflow-ha.secret.fernet" -}}{{ include "airflow-ha.fullname" . }}-fernet-key{{- end }}
 {{- define "airflow-ha.secret.api" -}}{{ include "airflow-ha.fullname" . }}-api-secrets{{- end }}
 {{- define "airflow-ha.secret.redis" -}}{{ include "airflow-ha.fullname" . }}-redis-password{{- end }}
@@ -190,6 +228,7 @@ key: {{ .Values.database.external.passwordSecret.key }}
      connection has no read/write timeouts (database.timeouts). */}}
 {{- define "airflow-ha.env" -}}
 {{- $migration := .migration -}}
+{{- $concurrency := default .root.Values.workers.concurrency .concurrency -}}
 {{- with .root -}}
 - name: AIRFLOW__CORE__EXECUTOR
   value: CeleryExecutor
@@ -216,7 +255,7 @@ key: {{ .Values.database.external.passwordSecret.key }}
 - name: AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS
   value: {{ .Values.broker.celeryConfigOptions | quote }}
 - name: AIRFLOW__CELERY__WORKER_CONCURRENCY
-  value: {{ .Values.workers.concurrency | quote }}
+  value: {{ $concurrency | quote }}
 - name: AIRFLOW__CORE__FERNET_KEY
   valueFrom:
     secretKeyRef:
@@ -374,8 +413,10 @@ imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
 {{- end }}
 {{- end }}
 
-{{/* Pod anti-affinity of a component: (dict "root" $ "component" NAME "mode" preferred|required|none "affinity" OBJ) */}}
+{{/* Pod anti-affinity of a component: (dict "root" $ "component" NAME "mode" preferred|required|none "affinity" OBJ
+     ["extraSelector" LABELS]); extraSelector narrows whom the pods avoid (a worker group's own pods). */}}
 {{- define "airflow-ha.affinity" -}}
+{{- $avoid := merge (include "airflow-ha.selectorLabels" . | fromYaml) (default dict .extraSelector) }}
 {{- if .affinity }}
 affinity:
   {{- toYaml .affinity | nindent 2 }}
@@ -386,7 +427,7 @@ affinity:
       - topologyKey: kubernetes.io/hostname
         labelSelector:
           matchLabels:
-            {{- include "airflow-ha.selectorLabels" . | nindent 12 }}
+            {{- toYaml $avoid | nindent 12 }}
 {{- else if eq .mode "preferred" }}
 affinity:
   podAntiAffinity:
@@ -396,7 +437,7 @@ affinity:
           topologyKey: kubernetes.io/hostname
           labelSelector:
             matchLabels:
-              {{- include "airflow-ha.selectorLabels" . | nindent 14 }}
+              {{- toYaml $avoid | nindent 14 }}
 {{- end }}
 {{- end }}
 
@@ -412,7 +453,7 @@ nodeSelector:
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- include "airflow-ha.affinity" (dict "root" .root "component" .component "mode" (default "none" .values.podAntiAffinity) "affinity" .values.affinity) }}
+{{- include "airflow-ha.affinity" (dict "root" .root "component" .component "mode" (default "none" .values.podAntiAffinity) "affinity" .values.affinity "extraSelector" .extraSelector) }}
 {{- with .values.topologySpreadConstraints }}
 topologySpreadConstraints:
   {{- tpl (toYaml .) $.root | nindent 2 }}
@@ -437,10 +478,12 @@ securityContext:
 {{- if .values.terminationGracePeriodSeconds }}
 terminationGracePeriodSeconds: {{ int .values.terminationGracePeriodSeconds }}
 {{- end }}
-{{- /* Task hostnames are pod names: resolve <release>-worker-N through the workers' headless Service. */}}
+{{- /* Task hostnames are pod names: resolve <release>-worker[-<group>]-N through its set's headless Service. */}}
 dnsConfig:
   searches:
-    - {{ printf "%s.%s.svc.cluster.local" (include "airflow-ha.worker.fullname" .root) .root.Release.Namespace }}
+    {{- range $set := include "airflow-ha.workerSets" .root | fromYamlArray }}
+    - {{ printf "%s.%s.svc.cluster.local" $set.fullname $.root.Release.Namespace }}
+    {{- end }}
 {{- include "airflow-ha.scheduling" . }}
 initContainers:
   {{- if eq .component "worker" }}
@@ -472,7 +515,7 @@ volumes:
 {{- define "airflow-ha.airflowContainerCommon" -}}
 {{ include "airflow-ha.airflowImage" .root }}
 env:
-  {{- include "airflow-ha.env" (dict "root" .root "migration" (eq .component "migrate-db")) | nindent 2 }}
+  {{- include "airflow-ha.env" (dict "root" .root "migration" (eq .component "migrate-db") "concurrency" (and (eq .component "worker") .values.concurrency)) | nindent 2 }}
   {{- with .extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}

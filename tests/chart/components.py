@@ -104,3 +104,21 @@ NODE_LOSS = {"node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"}
 def node_loss_tolerations(spec: dict) -> set[tuple[str, int]]:
     """(taint key, tolerationSeconds) of a pod spec's tolerations of a lost node."""
     return {(t["key"], t["tolerationSeconds"]) for t in spec.get("tolerations", []) if t["key"] in NODE_LOSS}
+
+
+def worker_sets(rendered) -> list[dict]:
+    """Every worker StatefulSet: <release>-worker, or one per workers.groups entry."""
+    return [
+        s
+        for s in rendered.of_kind("StatefulSet")
+        if s["spec"]["template"]["metadata"]["labels"].get("component") == "worker"
+    ]
+
+
+def queues_served(rendered) -> set[str]:
+    """The Celery queues some worker set consumes (its `--queues`)."""
+    served = set()
+    for sts in worker_sets(rendered):
+        args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
+        served |= set(args[args.index("--queues") + 1].split(",")) if "--queues" in args else {"default"}
+    return served

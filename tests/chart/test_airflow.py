@@ -15,6 +15,7 @@ from tests.chart.components import (
     pod_meta,
     pod_url,
     secret_value,
+    worker_sets,
 )
 from tests.chart.conftest import VERSION, container, env_of
 
@@ -225,7 +226,7 @@ def test_metadata_db_is_offered_as_an_airflow_connection_uri(default, render):
         and uri.removeprefix("mysql://") == conn.removeprefix("mysql+mysqldb://").split("?")[0]
     )
     kubeone = render("kubeone.yaml")
-    worker = pod(kubeone, "StatefulSet", f"{R}-worker")["containers"][0]
-    ref = env_of(worker)["AIRFLOW_CONN_HA_PROBE_DB"]["valueFrom"]["secretKeyRef"]
-    assert ref == {"name": f"{R}-connections", "key": "metadata-connection-uri"}
-    assert "default,q1,q2,q3,q4,q5" in worker["args"]
+    for sts in worker_sets(kubeone):
+        worker = sts["spec"]["template"]["spec"]["containers"][0]
+        ref = env_of(worker)["AIRFLOW_CONN_HA_PROBE_DB"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": f"{R}-connections", "key": "metadata-connection-uri"}

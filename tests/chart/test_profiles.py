@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chart.components import R, node_loss_tolerations, pod, shard_groups
+from tests.chart.components import R, node_loss_tolerations, pod, queues_served, shard_groups, worker_sets
 from tests.chart.conftest import VERSION
+from tests.harness.failover.scenarios import PROBE_QUEUES
 
 pytestmark = pytest.mark.chart
 
@@ -49,16 +50,17 @@ def test_local_profiles_run_the_failover_probes_and_the_marker_dags(render, valu
     """What the k8s suite needs on either local cluster: the probe's queues and its DB connection, and a
     marker volume every node shares (kind: scripts/up mounts one host directory into every node)."""
     rendered = render(values_file)
-    worker = pod(rendered, "StatefulSet", f"{R}-worker")
-    assert worker["containers"][0]["args"][-1] == "default,q1,q2,q3,q4,q5"
-    env = {e["name"]: e for e in worker["containers"][0]["env"]}
-    assert env["AIRFLOW_CONN_HA_PROBE_DB"]["valueFrom"]["secretKeyRef"] == {
-        "name": f"{R}-connections",
-        "key": "metadata-connection-uri",
-    }
-    markers = {v["name"]: v for v in worker["volumes"]}["markers"]
-    assert markers["hostPath"]["path"] == "/var/lib/airflow-ha/markers"
-    assert "markers-permissions" in {c["name"] for c in worker["initContainers"]}
+    assert queues_served(rendered) == set(PROBE_QUEUES)
+    for sts in worker_sets(rendered):
+        worker = sts["spec"]["template"]["spec"]
+        env = {e["name"]: e for e in worker["containers"][0]["env"]}
+        assert env["AIRFLOW_CONN_HA_PROBE_DB"]["valueFrom"]["secretKeyRef"] == {
+            "name": f"{R}-connections",
+            "key": "metadata-connection-uri",
+        }
+        markers = {v["name"]: v for v in worker["volumes"]}["markers"]
+        assert markers["hostPath"]["path"] == "/var/lib/airflow-ha/markers"
+        assert "markers-permissions" in {c["name"] for c in worker["initContainers"]}
 
 
 def test_production_profile(render):
