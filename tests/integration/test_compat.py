@@ -216,3 +216,49 @@ def test_trigger_cleanup_never_deletes_a_deferred_task_instance(airflow_db, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     assert "DEFERRED-AT-DELETE True" in result.stdout, result.stdout
     assert expected in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(("variant", "expected"), [("stock", "RESULT 0"), ("fixed", "RESULT 1")])
+def test_a_stopped_scheduler_sends_the_tasks_it_already_queued(airflow_db, redis_cluster, variant, expected):
+    """Airflow's own CeleryExecutor on the rediscluster:// broker: a task instance the scheduler has queued
+    (its Celery id pre-assigned, as the scheduler commits it) and the executor has not yet published when the
+    scheduler is stopped. SIGTERM unwinds to ``executor.end()``; stock, the message is never sent (the task
+    waits for task_queued_timeout, 300 s in the chart); fixed, it is in the queue when end() returns."""
+    script = r"""
+import os, uuid
+import airflow_ha.provider  # what Airflow loads first in every process
+from kombu import Connection
+from airflow.executors.workloads import ExecuteTask
+from airflow.executors.workloads.task import TaskInstanceDTO
+from airflow.providers.celery.executors.celery_executor import CeleryExecutor
+
+queue = "stranded-" + uuid.uuid4().hex[:8]
+ti = TaskInstanceDTO(id=uuid.uuid4(), dag_version_id=uuid.uuid4(), task_id="t", dag_id="d", run_id="r",
+                     try_number=1, map_index=-1, queue=queue, pool_slots=1, priority_weight=1,
+                     external_executor_id=str(uuid.uuid4()))
+workload = ExecuteTask(ti=ti, dag_rel_path="d.py", bundle_info={"name": "dags-folder"}, log_path="l.log", token="x")
+executor = CeleryExecutor()
+executor.start()
+executor.queue_workload(workload, session=None)
+executor.end()  # the scheduler's `finally` after SIGTERM
+with Connection(os.environ["AIRFLOW__CELERY__BROKER_URL"]) as conn:
+    print("RESULT", conn.default_channel._size(queue))
+"""
+    env = {
+        **airflow_db,
+        **stock("celery-send-queued-on-end", variant),
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": redis_cluster.url(),
+        "AIRFLOW__CELERY__RESULT_BACKEND": airflow_db["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace(
+            "mysql+mysqldb://", "db+mysql://", 1
+        ),
+        "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
+    }
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if variant == "stock":
+        assert expected in result.stdout, (
+            f"the stock executor now sends queued tasks at end(): drop celery-send-queued-on-end\n{result.stdout}"
+        )
+    else:
+        assert expected in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]

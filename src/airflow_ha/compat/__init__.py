@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 # each fix module imports only the standard library at module level: what it patches loads later
-from airflow_ha.compat import celery, forksafe_db, trigger_cleanup
+from airflow_ha.compat import celery, executor_end, forksafe_db, trigger_cleanup
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,13 @@ FIXES = (
         CELERY_5_7,
         "celery/celery#10536 stores results encoded; the provider's BulkStateFetcher reads the raw column",
         celery.install_result_decoding,
+    ),
+    Fix(
+        "celery-send-queued-on-end",
+        {"apache-airflow-providers-celery": ">=3.26,<3.27"},
+        "apache/airflow#65594 pre-assigns Celery task ids when queueing: a scheduler stopped before its next "
+        "heartbeat strands those tasks until task_queued_timeout (the trade-off its review accepted)",
+        executor_end.install,
     ),
     Fix(
         "forksafe-mysql",
