@@ -195,6 +195,14 @@ def test_delete_active_scheduler_runs_still_succeed(kube: Kube, release: Release
     states = {r: _wait_run(api, celery_dag, r, timeout=900) for r in runs}
     runs_done = time.monotonic() - t0
     assert all(s == "success" for s in states.values()), f"runs after deleting {active}: {states}"
+    # A task the deleted scheduler had queued but not yet sent would wait for task_queued_timeout before it
+    # is queued again (compat fix celery-send-queued-on-end sends it at shutdown): the runs end before that.
+    env = {e.name: e.value for e in schedulers[0].spec.containers[0].env if e.value is not None}
+    queued_timeout = float(env.get("AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT", 600))
+    assert runs_done < queued_timeout, (
+        f"the runs took {runs_done:.0f} s after the scheduler was deleted: a task it had queued waited for "
+        f"task_queued_timeout ({queued_timeout:.0f} s)"
+    )
 
     def back() -> bool:
         current = _pods(kube, release, "scheduler")
