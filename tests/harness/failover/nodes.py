@@ -395,8 +395,12 @@ class ProbePods:
     def __init__(self, backend: KubernetesBackend) -> None:
         self.backend = backend
         self.names: list[str] = []
-        sts = backend.apps.read_namespaced_stateful_set(f"{backend.release}-worker", backend.namespace)
-        self.template = sts.spec.template.spec
+        # any worker StatefulSet: <release>-worker, or one per workers.groups entry (same image and env)
+        selector = f"app.kubernetes.io/instance={backend.release},component=worker"
+        sets = backend.apps.list_namespaced_stateful_set(backend.namespace, label_selector=selector).items
+        if not sets:
+            raise ScenarioError(f"no worker StatefulSet in {backend.namespace} ({selector})")
+        self.template = sorted(sets, key=lambda s: s.metadata.name)[0].spec.template.spec
 
     def start(self, name: str, node: str, args: list[str], env: dict[str, str] | None = None) -> str:
         from kubernetes import client
