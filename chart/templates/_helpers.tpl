@@ -23,16 +23,24 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 app.kubernetes.io/component: {{ .component }}
 component: {{ .component }}
 {{- end }}
+{{- with .extraSelector }}
+{{ toYaml . }}
+{{- end }}
 {{- with .root.Values.labels }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
 
-{{/* Selector labels (immutable). Call with (dict "root" $ "component" "scheduler"). */}}
+{{/* Selector labels (immutable). Call with (dict "root" $ "component" "scheduler" ["extraSelector" LABELS]);
+     extraSelector (also honoured by airflow-ha.labels) tells one set of a component's pods from the others
+     (a worker group). */}}
 {{- define "airflow-ha.selectorLabels" -}}
 app.kubernetes.io/name: {{ .root.Chart.Name }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 component: {{ .component }}
+{{- with .extraSelector }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Pod template labels: selector labels + the common ones + podLabels. */}}
@@ -60,13 +68,14 @@ component: {{ .component }}
 {{/* The worker sets, a YAML list: without workers.groups one set (<release>-worker, workers' values, every
      queue its args name); with them one per group (<release>-worker-<name>, `--queues <its queues>`, the
      group's own replicas/concurrency/resources/scheduling over the workers' values). Each item: fullname,
-     group ("" for the single set), args, values. Fails on what would leave tasks unserved. */}}
+     group ("" for the single set), selector (the labels that tell its pods from other sets': "extraSelector"
+     of the label helpers), args, values. Fails on what would leave tasks unserved. */}}
 {{- define "airflow-ha.workerSets" -}}
 {{- $w := .Values.workers }}
 {{- $fullname := include "airflow-ha.worker.fullname" . }}
 {{- $base := omit $w "groups" }}
 {{- if not $w.groups }}
-{{- list (dict "fullname" $fullname "group" "" "args" $w.args "values" $base) | toYaml }}
+{{- list (dict "fullname" $fullname "group" "" "selector" dict "args" $w.args "values" $base) | toYaml }}
 {{- else }}
 {{- if or (has "--queues" $w.args) (has "-q" $w.args) }}
 {{- fail "workers.args names --queues while workers.groups is set: each group's queues come from workers.groups[].queues; drop --queues from workers.args" }}
@@ -86,7 +95,8 @@ component: {{ .component }}
 {{- $_ := set $values $key $val }}
 {{- end }}
 {{- $args := concat $w.args (list "--queues" (join "," $g.queues)) }}
-{{- $sets = append $sets (dict "fullname" (printf "%s-%s" $fullname $g.name) "group" $g.name "args" $args "values" $values) }}
+{{- $selector := dict "airflow-ha/worker-group" $g.name }}
+{{- $sets = append $sets (dict "fullname" (printf "%s-%s" $fullname $g.name) "group" $g.name "selector" $selector "args" $args "values" $values) }}
 {{- end }}
 {{- if not (has $defaultQueue $served) }}
 {{- fail (printf "workers.groups: no group consumes the default queue %q (config.operators.default_queue), so every task without a queue of its own would wait forever; add it to one group's queues" $defaultQueue) }}
@@ -414,9 +424,8 @@ imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
 {{- end }}
 
 {{/* Pod anti-affinity of a component: (dict "root" $ "component" NAME "mode" preferred|required|none "affinity" OBJ
-     ["extraSelector" LABELS]); extraSelector narrows whom the pods avoid (a worker group's own pods). */}}
+     ["extraSelector" LABELS]); with extraSelector the pods avoid only their own set's (a worker group's). */}}
 {{- define "airflow-ha.affinity" -}}
-{{- $avoid := merge (include "airflow-ha.selectorLabels" . | fromYaml) (default dict .extraSelector) }}
 {{- if .affinity }}
 affinity:
   {{- toYaml .affinity | nindent 2 }}
@@ -427,7 +436,7 @@ affinity:
       - topologyKey: kubernetes.io/hostname
         labelSelector:
           matchLabels:
-            {{- toYaml $avoid | nindent 12 }}
+            {{- include "airflow-ha.selectorLabels" . | nindent 12 }}
 {{- else if eq .mode "preferred" }}
 affinity:
   podAntiAffinity:
@@ -437,7 +446,7 @@ affinity:
           topologyKey: kubernetes.io/hostname
           labelSelector:
             matchLabels:
-              {{- toYaml $avoid | nindent 14 }}
+              {{- include "airflow-ha.selectorLabels" . | nindent 14 }}
 {{- end }}
 {{- end }}
 
