@@ -228,6 +228,13 @@ class Drain:
                 del self._sub_node[chan]
         self._subs_dirty = True
 
+    def _pubsub_lost(self, node_name: str, why: str) -> None:
+        """Drop a pub/sub connection that failed or went silent; its channels are subscribed again at their
+        current masters (the slot map is refreshed: the node may have been failed over)."""
+        log.warning("broker: pub/sub connection to %s %s; resubscribing", node_name, why)
+        self._drop_pubsub(node_name)
+        self.router.refresh()
+
     def _ensure_subscriptions(self) -> None:
         if not self._subs_dirty or monotonic() < self._resubscribe_at:
             return
@@ -288,9 +295,7 @@ class Drain:
                             self.transport._deliver(loads(msg["data"]), queue)
                             delivered = True
             except (*RETRYABLE, rexc.PubSubError, rexc.ResponseError) as exc:
-                log.warning("broker: pub/sub connection to %s lost (%s); resubscribing", name, exc)
-                self._drop_pubsub(name)
-                self.router.refresh()
+                self._pubsub_lost(name, f"lost ({exc})")
                 self._resubscribe_at = monotonic() + RETRY_AFTER  # back off: never spin on a failing node
         return delivered
 
@@ -305,17 +310,13 @@ class Drain:
         for name, ps in list(self._pubsubs.items()):
             due = self._pong_due.get(name)
             if due is not None and now >= due:
-                log.warning("broker: %s did not answer PING on its pub/sub connection; resubscribing", name)
-                self._drop_pubsub(name)
-                self.router.refresh()
+                self._pubsub_lost(name, "did not answer PING")
                 continue
             if due is None and now >= self._next_ping.setdefault(name, now + PUBSUB_PING_EVERY):
                 try:
                     ps.ping()
                 except (*RETRYABLE, rexc.PubSubError) as exc:
-                    log.warning("broker: pub/sub connection to %s lost (%s); resubscribing", name, exc)
-                    self._drop_pubsub(name)
-                    self.router.refresh()
+                    self._pubsub_lost(name, f"lost ({exc})")
                     continue
                 self._pong_due[name] = now + self.opts.socket_timeout
                 self._next_ping[name] = now + PUBSUB_PING_EVERY
