@@ -11,8 +11,11 @@ The binaries are Redis 8 from Debian unstable, run from the cached root of
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +51,7 @@ class RedisNode:
     data_dir: Path
     password: str
     proc: subprocess.Popen | None = None
+    frozen: bool = False  # SIGSTOPped: the process runs but answers nothing, so probes must not ask it
 
     @property
     def address(self) -> str:
@@ -81,6 +85,30 @@ class RedisNode:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def answering(self) -> bool:
+        return self.running and not self.frozen
+
+    def freeze(self) -> None:
+        """SIGSTOP: a hung server or a node cut off mid-connection; its peers' sockets stay open."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+        self.frozen = False
+
+    @contextlib.contextmanager
+    def frozen_for(self) -> Iterator[None]:
+        """Frozen inside the block, thawed however it ends."""
+        self.freeze()
+        try:
+            yield
+        finally:
+            self.thaw()
 
 
 @dataclass
@@ -144,6 +172,7 @@ class RedisCluster:
 
     def start_node(self, node: RedisNode) -> None:
         conf = self._write_config(node)
+        node.frozen = False
         node.proc = subprocess.Popen(
             [self.binary("redis-server"), str(conf)],
             stdout=subprocess.DEVNULL,
@@ -190,7 +219,7 @@ class RedisCluster:
 
         def healthy() -> bool:
             try:
-                running = [n for n in self.nodes if n.running]
+                running = [n for n in self.nodes if n.answering]
                 if not all(n.cluster_info().get("cluster_state") == "ok" for n in running):
                     return False
                 if len(self.master_nodes()) != self.masters:
@@ -227,17 +256,17 @@ class RedisCluster:
 
     # -- topology ----------------------------------------------------------------------------------
     def master_nodes(self) -> list[RedisNode]:
-        return [n for n in self.nodes if n.running and n.role() == "master"]
+        return [n for n in self.nodes if n.answering and n.role() == "master"]
 
     def replica_nodes(self) -> list[RedisNode]:
-        return [n for n in self.nodes if n.running and n.role() == "slave"]
+        return [n for n in self.nodes if n.answering and n.role() == "slave"]
 
     def node_by_port(self, port: int) -> RedisNode:
         return next(n for n in self.nodes if n.port == port)
 
     def master_for_slot(self, slot: int) -> RedisNode:
-        """The running master that serves ``slot`` according to a live node's CLUSTER SLOTS."""
-        probe = next(n for n in self.nodes if n.running)
+        """The master that serves ``slot`` according to the CLUSTER SLOTS of a node that answers."""
+        probe = next(n for n in self.nodes if n.answering)
         for start, end, master_port in self._slot_owners(probe):
             if start <= slot <= end:
                 return self.node_by_port(master_port)
@@ -246,7 +275,7 @@ class RedisCluster:
     def replicas_of(self, master: RedisNode) -> list[RedisNode]:
         out = []
         for node in self.nodes:
-            if node.running and node is not master:
+            if node.answering and node is not master:
                 info = node.info("replication")
                 if info.get("role") == "slave" and int(info.get("master_port", 0)) == master.port:
                     out.append(node)

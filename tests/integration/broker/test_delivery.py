@@ -13,7 +13,6 @@ import json
 import os
 import resource
 import secrets
-import signal
 import subprocess
 import threading
 import time
@@ -260,7 +259,7 @@ def test_ack_shortfall_does_not_switch_off_wait_for_publishes_under_raise(own_cl
         with Consumer(conn, [queue], callbacks=[lambda body, m: got.append(m)], prefetch_count=2):
             drain(conn, got, 2)
             assert len(got) == 2
-            os.kill(replica.proc.pid, signal.SIGSTOP)
+            replica.freeze()
             try:
                 with master.client() as admin:  # the master now has no replica: WAIT can only come back short
                     admin.execute_command("CLIENT KILL TYPE replica")
@@ -277,7 +276,7 @@ def test_ack_shortfall_does_not_switch_off_wait_for_publishes_under_raise(own_cl
                         producer.publish({"i": 10 + i}, routing_key=queue.name)
                 assert not any(kind == "publish" for _node, kind in router._skip_wait_until)
             finally:
-                os.kill(replica.proc.pid, signal.SIGCONT)
+                replica.thaw()
     print(f"\nack with shortfall {first_ack * 1000:.0f} ms, next ack (WAIT skipped) {second_ack * 1000:.0f} ms")
     assert first_ack >= 0.25 and second_ack < 0.25
 
@@ -303,11 +302,11 @@ def test_close_with_unacked_messages_on_a_frozen_master_returns_within_socket_ti
         consumer.consume()
         drain(conn, got, n)
         assert len(got) == n
-        os.kill(master.proc.pid, signal.SIGSTOP)
+        master.freeze()
         try:
             exc, took = _no_hang(conn.close, limit=120)
         finally:
-            os.kill(master.proc.pid, signal.SIGCONT)
+            master.thaw()
         print(f"\nclose with {n} unacked on a frozen master: {took:.2f}s (socket_timeout={socket_timeout:g}s)")
         assert not isinstance(exc, BaseException), exc
         assert took < 2 * socket_timeout + 2, f"close took {took:.1f}s"
@@ -346,14 +345,14 @@ def test_an_ack_an_outage_held_back_frees_the_slot_and_is_sent_once_the_master_a
             consumer.consume()
             drain(conn, got, 1)
             assert [m.payload["i"] for m in got] == [0]
-            os.kill(master.proc.pid, signal.SIGSTOP)
+            master.freeze()
             try:
                 started = time.monotonic()
                 got[0].ack()  # the master is away past failover_timeout: held back, not raised
                 held = time.monotonic() - started
                 assert conn.default_channel._late_acks, "the ack should be held back"
             finally:
-                os.kill(master.proc.pid, signal.SIGCONT)
+                master.thaw()
             drain(conn, got, 2, timeout=30)  # the freed slot takes the next message
             assert [m.payload["i"] for m in got] == [0, 1]
             got[1].ack()
@@ -387,7 +386,7 @@ def test_an_idle_consumer_waiting_on_a_frozen_master_consumes_from_the_promoted_
                 drain(conn, got, 1)  # the consumer is idle now, its BLPOP armed on the master
                 with contextlib.suppress(TimeoutError, OSError):
                     conn.drain_events(timeout=0.5)
-                os.kill(master.proc.pid, signal.SIGSTOP)
+                master.freeze()
                 try:
                     frozen_at = time.monotonic()
                     wait_until(lambda: cluster.master_for_slot(keys.queue_slot(queue.name)).port != master.port,
@@ -397,7 +396,7 @@ def test_an_idle_consumer_waiting_on_a_frozen_master_consumes_from_the_promoted_
                     drain(conn, got, 2, timeout=30)
                     took = time.monotonic() - frozen_at
                 finally:
-                    os.kill(master.proc.pid, signal.SIGCONT)
+                    master.thaw()
         print(f"\nidle consumer, its master frozen: consumed from the promoted replica {took:.1f}s after the freeze")
         assert got == [0, 1]
     finally:
@@ -433,7 +432,7 @@ def test_a_fanout_subscriber_on_a_frozen_master_resubscribes_at_the_promoted_rep
             with Consumer(conn, [queue], callbacks=[lambda body, m: got.append(body["n"])], no_ack=True):
                 _broadcast_until_received(conn, cluster.url(), opts, exchange, 0, got, timeout=20)
                 assert got == [0], "no broadcast reached the subscriber before the freeze"
-                os.kill(master.proc.pid, signal.SIGSTOP)
+                master.freeze()
                 try:
                     frozen_at = time.monotonic()
                     wait_until(lambda: cluster.master_for_slot(slot).port != master.port, 30,
@@ -441,7 +440,7 @@ def test_a_fanout_subscriber_on_a_frozen_master_resubscribes_at_the_promoted_rep
                     _broadcast_until_received(conn, cluster.url(), opts, exchange, 1, got, timeout=30)
                     took = time.monotonic() - frozen_at
                 finally:
-                    os.kill(master.proc.pid, signal.SIGCONT)
+                    master.thaw()
         print(
             f"\nfanout subscriber, its master frozen: a broadcast arrived via the promoted replica {took:.1f}s "
             f"after the freeze"

@@ -242,8 +242,6 @@ def test_consumer_is_woken_by_wake_tokens_on_every_master(redis_cluster):
 def test_cluster_failing_with_every_slot_owned_is_retried_not_fatal(tmp_path):
     """cluster_state:fail while every slot has an owner is a failover or partition under way: a connection
     error (Celery retries; a worker must not exit), and the connection works once the cluster is ok."""
-    import os
-    import signal
 
     from airflow_ha.broker.errors import BrokerUnavailable
     from tests.harness.servers.redis_cluster import RedisCluster
@@ -253,7 +251,7 @@ def test_cluster_failing_with_every_slot_owned_is_retried_not_fatal(tmp_path):
     try:
         cluster.start()
         frozen = cluster.nodes[0]  # no replica to promote: the cluster stays failed while it is frozen
-        os.kill(frozen.proc.pid, signal.SIGSTOP)
+        frozen.freeze()
         others = [n for n in cluster.nodes if n is not frozen]
         try:
             wait_until(lambda: all(n.cluster_info()["cluster_state"] == "fail" for n in others), 30,
@@ -262,7 +260,7 @@ def test_cluster_failing_with_every_slot_owned_is_retried_not_fatal(tmp_path):
             assert isinstance(exc, BrokerUnavailable) and not isinstance(exc, BrokerClusterError), exc
             assert "failing over or partitioned" in str(exc) and "16384 of 16384 slots assigned" in str(exc)
         finally:
-            os.kill(frozen.proc.pid, signal.SIGCONT)
+            frozen.thaw()
         wait_until(lambda: all(n.cluster_info()["cluster_state"] == "ok" for n in cluster.nodes), 30, "cluster ok")
         with Connection(cluster.url()) as conn:
             conn.connect()

@@ -8,9 +8,6 @@ the publisher was told "ok" for messages the new master never had: lost. With ``
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 from kombu import Connection, Consumer, Producer, Queue
 
@@ -44,7 +41,7 @@ def test_writes_unreplicated_at_failover(own_cluster, wait_replicas):
         for i in range(20):
             producer.publish({"i": i}, routing_key=QUEUE, declare=[queue])
             acknowledged.append(i)
-        os.kill(replica.proc.pid, signal.SIGSTOP)
+        replica.freeze()
         with master.client() as admin:  # cut the link: nothing published now can reach the replica
             admin.execute_command("CLIENT KILL TYPE replica")
         try:
@@ -56,7 +53,7 @@ def test_writes_unreplicated_at_failover(own_cluster, wait_replicas):
                     refused.append(i)
             cluster.kill(master)
         finally:
-            os.kill(replica.proc.pid, signal.SIGCONT)
+            replica.thaw()
     wait_until(lambda: cluster.master_for_slot(keys.queue_slot(QUEUE)).port == replica.port, 60, "the replica promoted")
     cluster.wait_healthy()
     received = []
@@ -86,7 +83,7 @@ def test_policy_auto_refuses_only_when_a_connected_replica_is_silent(own_cluster
     with Connection(cluster.url(), transport_options=opts) as conn:
         producer = Producer(conn)
         producer.publish({"i": 0}, routing_key=QUEUE, declare=[Queue(QUEUE)])  # in sync: acknowledged
-        os.kill(replica.proc.pid, signal.SIGSTOP)  # still connected from the master's side, but silent
+        replica.freeze()  # still connected from the master's side, but silent
         try:
             with pytest.raises(ReplicationWaitError, match="connected but silent"):
                 producer.publish({"i": 1}, routing_key=QUEUE)
@@ -94,4 +91,4 @@ def test_policy_auto_refuses_only_when_a_connected_replica_is_silent(own_cluster
                 admin.execute_command("CLIENT KILL TYPE replica")
             producer.publish({"i": 2}, routing_key=QUEUE)  # unprotected, but not refused
         finally:
-            os.kill(replica.proc.pid, signal.SIGCONT)
+            replica.thaw()
