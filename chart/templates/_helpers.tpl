@@ -104,6 +104,15 @@ component: {{ .component }}
 {{- $sets | toYaml }}
 {{- end }}
 {{- end }}
+
+{{/* Worker replicas over every worker set. */}}
+{{- define "airflow-ha.workerReplicas" -}}
+{{- $n := 0 }}
+{{- range $set := include "airflow-ha.workerSets" . | fromYamlArray }}
+{{- $n = add $n (int $set.values.replicas) }}
+{{- end }}
+{{- $n -}}
+{{- end }}
 {{- define "airflow-ha.secret.fernet" -}}{{ include "airflow-ha.fullname" . }}-fernet-key{{- end }}
 {{- define "airflow-ha.secret.api" -}}{{ include "airflow-ha.fullname" . }}-api-secrets{{- end }}
 {{- define "airflow-ha.secret.redis" -}}{{ include "airflow-ha.fullname" . }}-redis-password{{- end }}
@@ -127,23 +136,75 @@ component: {{ .component }}
 {{- join " " $hosts -}}
 {{- end }}
 
-{{/* The Celery broker URL (password included): rediscluster://:PW@<every redis pod>:6379,... */}}
-{{- define "airflow-ha.brokerUrl" -}}
-{{- $port := int .root.Values.redis.port -}}
+{{/* "true" when the broker is the user's Redis Cluster (broker.external): no Redis is deployed. */}}
+{{- define "airflow-ha.broker.external" -}}
+{{- if .Values.broker.external.enabled }}true{{ end -}}
+{{- end }}
+
+{{/* "true" when Airflow pods mount the CA bundle of an external broker's TLS (broker.external.tls.caSecret). */}}
+{{- define "airflow-ha.broker.caMounted" -}}
+{{- $ext := .Values.broker.external -}}
+{{- if and $ext.enabled $ext.tls.enabled $ext.tls.caSecret.name }}true{{ end -}}
+{{- end }}
+
+{{/* Where the CA bundle of an external broker's TLS is mounted in Airflow pods. */}}
+{{- define "airflow-ha.broker.caDir" -}}/opt/airflow/broker-tls{{- end }}
+
+{{/* The broker's seed nodes, host:port joined by ",": the external cluster's, or every Redis pod. */}}
+{{- define "airflow-ha.broker.seeds" -}}
+{{- if include "airflow-ha.broker.external" . -}}
+{{- join "," .Values.broker.external.seeds -}}
+{{- else -}}
+{{- $port := int .Values.redis.port -}}
 {{- $seeds := list -}}
-{{- range $h := splitList " " (include "airflow-ha.redis.hosts" .root) -}}
+{{- range $h := splitList " " (include "airflow-ha.redis.hosts" .) -}}
 {{- $seeds = append $seeds (printf "%s:%d" $h $port) -}}
 {{- end -}}
+{{- join "," $seeds -}}
+{{- end -}}
+{{- end }}
+
+{{/* The Celery broker URL (password included): rediscluster://:PW@<every redis pod>:6379,...; with
+     broker.external: redisclusters://USER:PW@<its seeds>?ssl_ca_certs=... (TLS), the user's ACL user. */}}
+{{- define "airflow-ha.brokerUrl" -}}
+{{- $ext := .root.Values.broker.external -}}
+{{- $external := include "airflow-ha.broker.external" .root -}}
 {{- $query := list -}}
+{{- if and $external $ext.tls.enabled -}}
+{{- if $ext.tls.caSecret.name -}}
+{{- $query = append $query (printf "ssl_ca_certs=%s/ca.crt" (include "airflow-ha.broker.caDir" .root)) -}}
+{{- end -}}
+{{- if not $ext.tls.checkHostname -}}
+{{- $query = append $query "ssl_check_hostname=false" -}}
+{{- end -}}
+{{- end -}}
 {{- range $k, $v := .root.Values.broker.transportOptions -}}
 {{- if not (kindIs "invalid" $v) -}}
 {{- $text := ternary (join "," $v) (toString $v) (kindIs "slice" $v) -}}
 {{- $query = append $query (printf "%s=%s" $k ($text | urlquery)) -}}
 {{- end -}}
 {{- end -}}
-{{- /* .password: already URL-encoded by the caller (or a $(VAR) the kubelet expands) */ -}}
-{{- printf "rediscluster://:%s@%s" .password (join "," $seeds) -}}
+{{- $scheme := ternary "redisclusters" "rediscluster" (and (ne $external "") (eq $ext.tls.enabled true)) -}}
+{{- $user := ternary (urlquery $ext.username) "" (ne $external "") -}}
+{{- /* .password: already URL-encoded by the caller (or a $(VAR) the kubelet expands); "" = no AUTH */ -}}
+{{- $auth := ternary (printf "%s:%s@" $user .password) "" (or (ne .password "") (ne $user "")) -}}
+{{- printf "%s://%s%s" $scheme $auth (include "airflow-ha.broker.seeds" .root) -}}
 {{- with $query }}?{{ join "&" . }}{{ end -}}
+{{- end }}
+
+{{/* name/key of the broker's password: the external cluster's passwordSecret, or secrets.redisPassword.
+     Empty for an external cluster without AUTH. */}}
+{{- define "airflow-ha.redisPasswordKeyRef" -}}
+{{- if include "airflow-ha.broker.external" . -}}
+{{- with .Values.broker.external.passwordSecret -}}
+{{- if .name -}}
+name: {{ .name }}
+key: {{ .key }}
+{{- end -}}
+{{- end -}}
+{{- else -}}
+{{ include "airflow-ha.secretKeyRef" (dict "root" . "secret" "redisPassword") }}
+{{- end -}}
 {{- end }}
 
 {{/* Host/port/user/database of the metadata DB (in-release MySQL or external). */}}
@@ -250,10 +311,13 @@ key: {{ .Values.database.external.passwordSecret.key }}
   valueFrom:
     secretKeyRef:
       {{- include "airflow-ha.dbPasswordKeyRef" . | nindent 6 }}
+{{- $redisPw := include "airflow-ha.redisPasswordKeyRef" . }}
+{{- if $redisPw }}
 - name: AIRFLOW_HA_REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
-      {{- include "airflow-ha.secretKeyRef" (dict "root" . "secret" "redisPassword") | nindent 6 }}
+      {{- $redisPw | nindent 6 }}
+{{- end }}
 - name: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
   value: {{ include "airflow-ha.dbUrl" (dict "root" . "scheme" "mysql+mysqldb" "password" "$(AIRFLOW_HA_DB_PASSWORD)" "query" (include "airflow-ha.dbQuery" (dict "root" . "which" (ternary "connect" "timeouts" (eq $migration true))))) | quote }}
 - name: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC
@@ -261,7 +325,7 @@ key: {{ .Values.database.external.passwordSecret.key }}
 - name: AIRFLOW__CELERY__RESULT_BACKEND
   value: {{ include "airflow-ha.dbUrl" (dict "root" . "scheme" "db+mysql" "password" "$(AIRFLOW_HA_DB_PASSWORD)" "query" (include "airflow-ha.dbQuery" (dict "root" . "which" "timeouts"))) | quote }}
 - name: AIRFLOW__CELERY__BROKER_URL
-  value: {{ include "airflow-ha.brokerUrl" (dict "root" . "password" "$(AIRFLOW_HA_REDIS_PASSWORD)") | quote }}
+  value: {{ include "airflow-ha.brokerUrl" (dict "root" . "password" (ternary "$(AIRFLOW_HA_REDIS_PASSWORD)" "" (ne $redisPw ""))) | quote }}
 - name: AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS
   value: {{ .Values.broker.celeryConfigOptions | quote }}
 - name: AIRFLOW__CELERY__WORKER_CONCURRENCY
@@ -320,6 +384,11 @@ imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
 - name: markers
   mountPath: {{ .Values.markers.mountPath }}
 {{- end }}
+{{- if include "airflow-ha.broker.caMounted" . }}
+- name: broker-ca
+  mountPath: {{ include "airflow-ha.broker.caDir" . }}
+  readOnly: true
+{{- end }}
 {{- with .Values.volumeMounts }}
 {{ tpl (toYaml .) $ }}
 {{- end }}
@@ -347,6 +416,14 @@ imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
     path: {{ .Values.markers.hostPath }}
     type: DirectoryOrCreate
   {{- end }}
+{{- end }}
+{{- if include "airflow-ha.broker.caMounted" . }}
+- name: broker-ca
+  secret:
+    secretName: {{ .Values.broker.external.tls.caSecret.name }}
+    items:
+      - key: {{ .Values.broker.external.tls.caSecret.key }}
+        path: ca.crt
 {{- end }}
 {{- with .Values.volumes }}
 {{ tpl (toYaml .) $ }}
@@ -552,7 +629,7 @@ metadata:
     {{- /* Roll the pods when the configuration changes. */}}
     checksum/config: {{ toYaml .root.Values.config | sha256sum | trunc 16 }}
     {{- /* The connection URLs follow the topology (every Redis pod, the DB host): roll when it changes. */}}
-    checksum/topology: {{ printf "%s|%s:%s/%s@%s" (include "airflow-ha.redis.hosts" .root) (include "airflow-ha.db.host" .root) (include "airflow-ha.db.port" .root) (include "airflow-ha.db.name" .root) (include "airflow-ha.db.user" .root) | sha256sum | trunc 16 }}
+    checksum/topology: {{ printf "%s|%s:%s/%s@%s" (ternary (include "airflow-ha.broker.seeds" .root) (include "airflow-ha.redis.hosts" .root) (ne (include "airflow-ha.broker.external" .root) "")) (include "airflow-ha.db.host" .root) (include "airflow-ha.db.port" .root) (include "airflow-ha.db.name" .root) (include "airflow-ha.db.user" .root) | sha256sum | trunc 16 }}
     {{- with .root.Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}

@@ -16,7 +16,7 @@ URL_SAFE = re.compile(r"[A-Za-z0-9._~-]*")
 
 URL_PASSWORDS = {
     "AIRFLOW_HA_DB_PASSWORD": "secrets.mysqlPassword, or database.external.passwordSecret",
-    "AIRFLOW_HA_REDIS_PASSWORD": "secrets.redisPassword",
+    "AIRFLOW_HA_REDIS_PASSWORD": "secrets.redisPassword, or broker.external.passwordSecret",
 }
 
 

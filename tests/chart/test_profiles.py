@@ -71,3 +71,16 @@ def test_production_profile(render):
         for c in spec["containers"]:
             if c["name"] in ("api-server", "scheduler", "worker", "redis", "mysql"):
                 assert c["resources"].get("requests"), c["name"]
+
+
+def test_external_services_profile_deploys_only_airflow(render):
+    from airflow_ha.broker.url import parse
+    from tests.chart.components import pod_url
+
+    rendered = render("external-services.yaml")
+    workloads = {w["metadata"]["name"] for w in rendered.workloads()}
+    assert not {n for n in workloads if "redis" in n or "mysql" in n}, workloads
+    broker = parse(pod_url(rendered, "AIRFLOW__CELERY__BROKER_URL"))
+    assert broker.ssl and broker.username == "airflow" and broker.ssl_options["ssl_ca_certs"].endswith("/ca.crt")
+    db = pod_url(rendered, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+    assert "@airflow-db.abc123.eu-west-1.rds.amazonaws.com:3306/airflow?" in db

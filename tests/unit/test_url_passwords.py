@@ -20,6 +20,6 @@ def test_a_password_with_url_characters_is_refused_naming_the_values_key_not_the
 def test_an_empty_password_says_the_key_is_empty():
     (problem,) = unsafe_url_passwords({"AIRFLOW_HA_REDIS_PASSWORD": ""})
     assert (
-        problem
-        == "AIRFLOW_HA_REDIS_PASSWORD is empty: the Secret named by secrets.redisPassword has no value at its key"
+        problem == "AIRFLOW_HA_REDIS_PASSWORD is empty: the Secret named by secrets.redisPassword, or "
+        "broker.external.passwordSecret has no value at its key"
     )

@@ -13,6 +13,11 @@ class BrokerAuthError(BrokerConfigError):
     """The cluster refused the credentials in the broker URL."""
 
 
+class BrokerTLSError(BrokerConfigError):
+    """TLS to the cluster cannot work as configured: the CA does not vouch for a node's certificate, the
+    certificate names another host, or the CA file is missing."""
+
+
 class BrokerClusterError(BrokerConfigError):
     """The seeds answered, but the cluster cannot serve every slot (cluster_state not ok)."""
 

@@ -2,7 +2,9 @@
 
 Every node has its own data dir, ``requirepass`` and ``masterauth``; the cluster is formed by
 ``redis-cli --cluster create`` exactly as an operator would. Nodes can be killed (SIGKILL) and
-restarted on the same port with their ``nodes.conf``, so failover can be exercised for real.
+restarted on the same port with their ``nodes.conf``, so failover can be exercised for real. With ``tls``
+every connection (clients, replication, the cluster bus) is TLS, as on a managed cluster with in-transit
+encryption; ``acl_user`` adds a second user besides the ``default`` one (``AUTH user password``).
 
 The binaries are Redis 8 from Debian unstable, run from the cached root of
 :mod:`tests.harness.servers.debian_root` (made on first use), the same Redis the chart's image ships;
@@ -23,6 +25,7 @@ import redis
 
 from tests.harness.servers.debian_root import server_root
 from tests.harness.servers.process import ServerStartError, free_port, kill_process, log_tail, stop_process
+from tests.harness.servers.tls import TlsFiles
 from tests.harness.waiting import wait_until
 
 CLUSTER_BUS_OFFSET = 10000
@@ -51,6 +54,7 @@ class RedisNode:
     data_dir: Path
     password: str
     proc: subprocess.Popen | None = None
+    tls: TlsFiles | None = None
     frozen: bool = False  # SIGSTOPped: the process runs but answers nothing, so probes must not ask it
 
     @property
@@ -62,6 +66,8 @@ class RedisNode:
         return self.data_dir / "redis.log"
 
     def client(self, **kwargs) -> redis.Redis:
+        if self.tls is not None:
+            kwargs = {"ssl": True, "ssl_ca_certs": str(self.tls.ca), **kwargs}
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **kwargs)
 
     def info(self, section: str) -> dict:
@@ -122,6 +128,8 @@ class RedisCluster:
     node_timeout_ms: int = 2000
     nodes: list[RedisNode] = field(default_factory=list)
     bin_dir: Path | None = None  # default: redis_bin_dir()
+    tls: TlsFiles | None = None
+    acl_user: tuple[str, str] | None = None  # (name, password): every key, channel and command
 
     def __post_init__(self) -> None:
         if self.bin_dir is None:
@@ -137,7 +145,9 @@ class RedisCluster:
         for index in range(count):
             data_dir = self.base_dir / f"node-{index}"
             data_dir.mkdir(parents=True, exist_ok=True)
-            node = RedisNode(port=free_port(CLUSTER_BUS_OFFSET), data_dir=data_dir, password=self.password)
+            node = RedisNode(
+                port=free_port(CLUSTER_BUS_OFFSET), data_dir=data_dir, password=self.password, tls=self.tls
+            )
             self.nodes.append(node)
             self.start_node(node)
         self.create()
@@ -149,7 +159,7 @@ class RedisCluster:
             "\n".join(
                 [
                     "bind 127.0.0.1",
-                    f"port {node.port}",
+                    *self._listen_lines(node),
                     "protected-mode yes",
                     "daemonize no",
                     f"dir {node.data_dir}",
@@ -164,11 +174,29 @@ class RedisCluster:
                     "appendonly yes",
                     "appendfsync always",  # as the chart: an acknowledged write survives a crash-restart
                     'save ""',
+                    *([f"user {self.acl_user[0]} on >{self.acl_user[1]} ~* &* +@all"] if self.acl_user else []),
                     "",
                 ]
             )
         )
         return conf
+
+    def _listen_lines(self, node: RedisNode) -> list[str]:
+        if self.tls is None:
+            return [f"port {node.port}"]
+        return [
+            "port 0",
+            f"tls-port {node.port}",
+            f"tls-cert-file {self.tls.cert}",
+            f"tls-key-file {self.tls.key}",
+            f"tls-ca-cert-file {self.tls.ca}",
+            "tls-auth-clients no",  # as managed services: the server is verified, clients use AUTH
+            "tls-cluster yes",
+            "tls-replication yes",
+        ]
+
+    def cli_tls_args(self) -> list[str]:
+        return [] if self.tls is None else ["--tls", "--cacert", str(self.tls.ca)]
 
     def start_node(self, node: RedisNode) -> None:
         conf = self._write_config(node)
@@ -200,6 +228,7 @@ class RedisCluster:
             "-a",
             self.password,
             "--no-auth-warning",
+            *self.cli_tls_args(),
             "--cluster",
             "create",
             *[n.address for n in self.nodes],
@@ -286,6 +315,8 @@ class RedisCluster:
         return [n.address for n in self.nodes]
 
     def url(self, scheme: str = "rediscluster") -> str:
-        """Broker URL listing every node as a seed, with the password."""
+        """Broker URL listing every node as a seed, with the password; with TLS, redisclusters:// and the CA."""
         hosts = ",".join(n.address for n in self.nodes)
+        if self.tls is not None:
+            return f"redisclusters://:{self.password}@{hosts}?ssl_ca_certs={self.tls.ca}"
         return f"{scheme}://:{self.password}@{hosts}"

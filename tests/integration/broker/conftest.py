@@ -149,6 +149,10 @@ class CeleryHarness:
     def client(self):
         from celery import Celery
 
+        from airflow_ha.broker import register
+
+        register()  # as the app module does: the URL's scheme must resolve in this process too
+
         app = Celery("client", broker=self.url, set_as_current=False)
         app.conf.update(
             broker_transport_options=self.transport_options, task_ignore_result=True, task_default_queue="default"
