@@ -252,6 +252,19 @@ key: {{ index $generated 1 }}
 {{- end -}}
 {{- end }}
 
+{{/* "true" when Airflow connects to the external database with TLS (database.external.tls). */}}
+{{- define "airflow-ha.db.tls" -}}
+{{- if and .Values.database.external.enabled .Values.database.external.tls.enabled }}true{{ end -}}
+{{- end }}
+
+{{/* "true" when Airflow pods mount the CA bundle of the external database's TLS. */}}
+{{- define "airflow-ha.db.caMounted" -}}
+{{- if and (include "airflow-ha.db.tls" .) .Values.database.external.tls.caSecret.name }}true{{ end -}}
+{{- end }}
+
+{{/* Where that CA bundle is mounted. */}}
+{{- define "airflow-ha.db.caDir" -}}/opt/airflow/db-tls{{- end }}
+
 {{/* name/key of the password Airflow connects to the metadata DB with. */}}
 {{- define "airflow-ha.dbPasswordKeyRef" -}}
 {{- if .Values.database.external.enabled -}}
@@ -275,6 +288,22 @@ key: {{ .Values.database.external.passwordSecret.key }}
 {{- define "airflow-ha.dbQuery" -}}
 {{- $t := .root.Values.database.timeouts -}}
 {{- $q := list -}}
+{{- /* TLS to an external database, for the mysqlclient URLs (sync engine, result backend, migration). With
+       MariaDB Connector/C (the image's client library), measured: ssl_ca alone verifies the chain but no
+       name; ssl_mode=VERIFY_IDENTITY verifies both (with the system CAs when no ssl_ca); VERIFY_CA checks
+       the name as well, so "chain only" is ssl_ca without ssl_mode (the system bundle when no CA Secret).
+       aiomysql takes neither from the URL: Airflow's async engine gets an SSLContext through
+       [database] sql_alchemy_connect_args_async (airflow_ha.db_tls). */ -}}
+{{- if and (not .async) (include "airflow-ha.db.tls" .root) -}}
+{{- $tls := .root.Values.database.external.tls -}}
+{{- $ca := ternary (printf "%s/ca.crt" (include "airflow-ha.db.caDir" .root)) "" (ne $tls.caSecret.name "") -}}
+{{- if $tls.checkHostname -}}
+{{- if $ca }}{{ $q = append $q (printf "ssl_ca=%s" $ca) }}{{ end -}}
+{{- $q = append $q "ssl_mode=VERIFY_IDENTITY" -}}
+{{- else -}}
+{{- $q = append $q (printf "ssl_ca=%s" (default "/etc/ssl/certs/ca-certificates.crt" $ca)) -}}
+{{- end -}}
+{{- end -}}
 {{- if gt (int $t.connectSeconds) 0 }}{{ $q = append $q (printf "connect_timeout=%d" (int $t.connectSeconds)) }}{{ end -}}
 {{- if eq .which "timeouts" -}}
 {{- if gt (int $t.readSeconds) 0 }}{{ $q = append $q (printf "read_timeout=%d" (int $t.readSeconds)) }}{{ end -}}
@@ -321,9 +350,17 @@ key: {{ .Values.database.external.passwordSecret.key }}
 - name: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
   value: {{ include "airflow-ha.dbUrl" (dict "root" . "scheme" "mysql+mysqldb" "password" "$(AIRFLOW_HA_DB_PASSWORD)" "query" (include "airflow-ha.dbQuery" (dict "root" . "which" (ternary "connect" "timeouts" (eq $migration true))))) | quote }}
 - name: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC
-  value: {{ include "airflow-ha.dbUrl" (dict "root" . "scheme" "mysql+aiomysql" "password" "$(AIRFLOW_HA_DB_PASSWORD)" "query" (include "airflow-ha.dbQuery" (dict "root" . "which" "connect"))) | quote }}
+  value: {{ include "airflow-ha.dbUrl" (dict "root" . "scheme" "mysql+aiomysql" "password" "$(AIRFLOW_HA_DB_PASSWORD)" "query" (include "airflow-ha.dbQuery" (dict "root" . "which" "connect" "async" true))) | quote }}
 - name: AIRFLOW__CELERY__RESULT_BACKEND
   value: {{ include "airflow-ha.dbUrl" (dict "root" . "scheme" "db+mysql" "password" "$(AIRFLOW_HA_DB_PASSWORD)" "query" (include "airflow-ha.dbQuery" (dict "root" . "which" "timeouts"))) | quote }}
+{{- if include "airflow-ha.db.tls" . }}
+- name: AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC
+  value: airflow_ha.db_tls.ASYNC_CONNECT_ARGS
+- name: AIRFLOW_HA_DB_TLS_CA
+  value: {{ ternary (printf "%s/ca.crt" (include "airflow-ha.db.caDir" .)) "" (ne (include "airflow-ha.db.caMounted" .) "") | quote }}
+- name: AIRFLOW_HA_DB_TLS_CHECK_HOSTNAME
+  value: {{ .Values.database.external.tls.checkHostname | toString | quote }}
+{{- end }}
 - name: AIRFLOW__CELERY__BROKER_URL
   value: {{ include "airflow-ha.brokerUrl" (dict "root" . "password" (ternary "$(AIRFLOW_HA_REDIS_PASSWORD)" "" (ne $redisPw ""))) | quote }}
 - name: AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS
@@ -389,6 +426,11 @@ imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
   mountPath: {{ include "airflow-ha.broker.caDir" . }}
   readOnly: true
 {{- end }}
+{{- if include "airflow-ha.db.caMounted" . }}
+- name: db-ca
+  mountPath: {{ include "airflow-ha.db.caDir" . }}
+  readOnly: true
+{{- end }}
 {{- with .Values.volumeMounts }}
 {{ tpl (toYaml .) $ }}
 {{- end }}
@@ -423,6 +465,14 @@ imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
     secretName: {{ .Values.broker.external.tls.caSecret.name }}
     items:
       - key: {{ .Values.broker.external.tls.caSecret.key }}
+        path: ca.crt
+{{- end }}
+{{- if include "airflow-ha.db.caMounted" . }}
+- name: db-ca
+  secret:
+    secretName: {{ .Values.database.external.tls.caSecret.name }}
+    items:
+      - key: {{ .Values.database.external.tls.caSecret.key }}
         path: ca.crt
 {{- end }}
 {{- with .Values.volumes }}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tests.harness.servers.debian_root import DebianRoot, server_root
 from tests.harness.servers.process import ServerStartError, free_port, kill_process, log_tail, stop_process
+from tests.harness.servers.tls import TlsFiles
 from tests.harness.waiting import wait_until
 
 MYSQL_PACKAGES = ("mysql-server-core", "mysql-client-core")
@@ -35,6 +36,9 @@ class MySQL:
     proc: subprocess.Popen | None = None
     root_password: str = field(default_factory=lambda: secrets.token_hex(12))
     root: DebianRoot | None = None  # default: the Debian unstable root with MYSQL_PACKAGES (made on first use)
+    # TLS with these files, and TCP clients refused without it (require_secure_transport), as managed MySQL
+    # services can be set; the root client's socket counts as secure
+    tls: TlsFiles | None = None
 
     def __post_init__(self) -> None:
         if self.root is None:
@@ -82,7 +86,14 @@ class MySQL:
             "--innodb-buffer-pool-size=128M",
             "--max-connections=500",
             "--skip-name-resolve",
+            *self._tls_args(),
         )
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [f"--ssl-ca={self.tls.ca}", f"--ssl-cert={self.tls.cert}", f"--ssl-key={self.tls.key}",
+                "--require-secure-transport=ON"]  # fmt: skip
 
     def start(self) -> MySQL:
         self.base_dir.mkdir(parents=True, exist_ok=True)
