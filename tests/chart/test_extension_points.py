@@ -134,3 +134,23 @@ def test_bad_extension_values_fail_with_the_schema_message(helm_binary, tmp_path
         _render_with(helm_binary, tmp_path, values)
     assert "values don't meet the specifications of the schema" in err.value.stderr, err.value.stderr
     assert message in err.value.stderr, err.value.stderr
+
+
+@pytest.mark.parametrize("mode", ["single", "groupReplication"])
+def test_data_stores_take_sidecars_init_containers_and_volumes(helm_binary, tmp_path, mode):
+    """A metrics exporter next to Redis and MySQL, the most common reason to extend them."""
+    extras = {
+        "extraContainers": [{"name": "exporter", "image": "exporter:1", "args": ["--port={{ .Values.redis.port }}"]}],
+        "extraInitContainers": [{"name": "prepare", "image": "busybox:1"}],
+        "extraVolumes": [{"name": "extra", "emptyDir": {}}],
+        "extraVolumeMounts": [{"name": "extra", "mountPath": "/extra"}],
+    }
+    rendered = _render_with(helm_binary, tmp_path, {"redis": extras, "mysql": {"mode": mode, **extras}})
+    mysql = f"{R}-mysql-gr" if mode == "groupReplication" else f"{R}-mysql"
+    for name, main in ((f"{R}-redis", "redis"), (mysql, "mysql")):
+        spec = rendered.get("StatefulSet", name)["spec"]["template"]["spec"]
+        assert spec["containers"][0]["name"] == main and spec["containers"][-1]["name"] == "exporter", name
+        assert spec["containers"][-1]["args"] == ["--port=6379"]  # templated with tpl
+        assert [c["name"] for c in spec["initContainers"]][-1] == "prepare", name
+        assert "extra" in {v["name"] for v in spec["volumes"]}, name
+        assert {"name": "extra", "mountPath": "/extra"} in spec["containers"][0]["volumeMounts"], name
