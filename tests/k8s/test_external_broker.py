@@ -52,8 +52,14 @@ def _sql_on_primary(kube: Kube, release: Release, sql: str) -> str:
 
 
 def _delete_namespace(kube: Kube) -> None:
+    """Gone for good before it is made again: pods go first without their grace period (a worker's warm
+    shutdown would hold the namespace for its 600 s)."""
+    ns = ["-n", EXT_NAMESPACE]
+    run([KUBECTL, *ns, "delete", "pods", "--all", "--grace-period=0", "--force", "--wait=false"], check=False)
     run([KUBECTL, "delete", "namespace", EXT_NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=300s"],
         check=False, timeout=330)  # fmt: skip
+    wait_until(lambda: run([KUBECTL, "get", "namespace", EXT_NAMESPACE], check=False).returncode != 0, 300,
+               f"namespace {EXT_NAMESPACE} deleted", interval=3)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +124,9 @@ def ext_release(kube: Kube, release: Release, tmp_path_factory):
         record("release on external broker+DB: install -> Ready", f"{time.monotonic() - t0:.0f} s")
         yield Release(EXT_RELEASE, EXT_NAMESPACE, installed_here=True), redis
     finally:
-        if not _keep():
+        if kube.started_here and not _keep():
+            record("teardown: external release", "skipped (the cluster started for the run is stopped next)")
+        elif not _keep():
             _delete_namespace(kube)
             _sql_on_primary(kube, release, f"DROP DATABASE IF EXISTS {EXT_DB}; DROP USER IF EXISTS '{EXT_DB}'@'%';")
 
@@ -180,7 +188,7 @@ def test_a_worker_with_the_wrong_ca_or_user_is_never_ready_and_says_why(kube: Ku
         url = next(e for e in worker.env if e.name == "AIRFLOW__CELERY__BROKER_URL")
         url.value = url.value.replace(f"://{USER}:", "://nobody:", 1)
         needle = "refused the credentials"
-    name = f"ext-{mistake.replace(' ', '-')}-{secrets.token_hex(3)}"
+    name = f"ext-{mistake.lower().replace(' ', '-')}-{secrets.token_hex(3)}"
     pod = client.V1Pod(
         metadata=client.V1ObjectMeta(name=name, labels={"app.kubernetes.io/part-of": "airflow-ha-test"}), spec=spec
     )
