@@ -685,6 +685,31 @@ metadata:
     {{- end }}
 {{- end }}
 
+{{/* A Job's annotations: the Helm hook (post-install/post-upgrade at "weight") when "hook", and the user's
+     "extra" (e.g. Argo CD's argocd.argoproj.io/hook for a plain Job): (dict "hook" BOOL "weight" N "extra" MAP) */}}
+{{- define "airflow-ha.jobAnnotations" -}}
+{{- if or .hook .extra -}}
+annotations:
+  {{- if .hook }}
+  helm.sh/hook: post-install,post-upgrade
+  helm.sh/hook-weight: {{ .weight | quote }}
+  helm.sh/hook-delete-policy: before-hook-creation
+  {{- end }}
+  {{- with .extra }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end -}}
+{{- end }}
+
+{{/* ttlSecondsAfterFinished of a plain Job (its values, useHelmHooks false): its pod template is immutable,
+     so a finished one must be gone before an upgrade that changes it (the image) can create it again. A
+     hook is replaced on each upgrade anyway (before-hook-creation). */}}
+{{- define "airflow-ha.jobTtl" -}}
+{{- if and (not .useHelmHooks) (not (kindIs "invalid" .ttlSecondsAfterFinished)) -}}
+ttlSecondsAfterFinished: {{ int .ttlSecondsAfterFinished }}
+{{- end -}}
+{{- end }}
+
 {{/* `airflow jobs check` liveness probe: (dict "type" "SchedulerJob" "probe" PROBE_VALUES) */}}
 {{- define "airflow-ha.jobsCheckProbe" -}}
 livenessProbe:

@@ -83,3 +83,26 @@ def test_a_bad_secret_name_fails_with_the_schema_message(helm_binary):
     with pytest.raises(RenderError) as err:
         helm_template(helm_binary, "--set", "secrets.fernetKey.existingSecret=My_Keys")
     assert "at '/secrets/fernetKey/existingSecret'" in err.value.stderr, err.value.stderr
+
+
+def test_jobs_as_hooks_by_default_and_plain_jobs_for_argo_cd(default, render):
+    def jobs(rendered):
+        return {j["metadata"]["name"]: j for j in rendered.of_kind("Job")}
+
+    for job in jobs(default).values():  # helm install/upgrade runs them after the release's resources
+        assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+        assert "ttlSecondsAfterFinished" not in job["spec"]  # a hook is replaced on each upgrade anyway
+    argo = render(
+        "kubeone.yaml",
+        "migrateDatabaseJob.useHelmHooks=false",
+        "redis.bootstrap.useHelmHooks=false",
+        "migrateDatabaseJob.jobAnnotations.argocd\\.argoproj\\.io/hook=Sync",
+    )
+    plain = jobs(argo)
+    # the after-bootstrap placement hook needs the bootstrap hook before it: the CronJob repairs placement
+    assert set(plain) == {f"{R}-migrate-db", f"{R}-redis-bootstrap"}
+    for name, job in plain.items():
+        assert "helm.sh/hook" not in job["metadata"].get("annotations", {}), name
+        assert job["spec"]["ttlSecondsAfterFinished"] == 300, name  # gone before the next image can apply
+    assert plain[f"{R}-migrate-db"]["metadata"]["annotations"] == {"argocd.argoproj.io/hook": "Sync"}
+    assert argo.of_kind("CronJob")
