@@ -7,7 +7,8 @@ result backend and the migration Job's URL. aiomysql wants an :class:`ssl.SSLCon
 
 - ``AIRFLOW_HA_DB_TLS_CA``: the mounted CA bundle ("" = the system CAs);
 - ``AIRFLOW_HA_DB_TLS_CHECK_HOSTNAME``: ``true`` checks that the certificate names the host (as
-  ``ssl_mode=VERIFY_IDENTITY`` does for the sync engine), ``false`` the chain only (``VERIFY_CA``).
+  ``ssl_mode=VERIFY_IDENTITY`` does for the sync engine), ``false`` the chain only (as ``ssl_ca`` without
+  ``ssl_mode`` does there).
 """
 
 from __future__ import annotations

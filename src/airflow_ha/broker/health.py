@@ -5,7 +5,8 @@ Only what can never heal by waiting is fatal (:class:`BrokerAuthError`, :class:`
 plain Redis server behind a ``rediscluster://`` URL: :class:`BrokerClusterError`). Everything a starting
 or failing-over cluster goes through is a :class:`BrokerUnavailable` that Celery retries, with a message
 naming the state: no seed reachable yet, no slot assigned yet (the chart's bootstrap Job has not created
-the cluster), slots without an owner, ``cluster_state:fail`` during a failover or on the cut-off side of a partition.
+the cluster), slots without an owner, ``cluster_state:fail`` during a failover or on the cut-off side of a
+partition.
 """
 
 from __future__ import annotations
