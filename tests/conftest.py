@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import suite
 from tests.harness.servers.debian_root import RootUnavailable
 from tests.harness.servers.mysql import MySQL
 from tests.harness.servers.process import ServerStartError
@@ -29,6 +30,10 @@ def pytest_addoption(parser):
         help="where the failover suites write results tables (default: the session's temporary directory; "
         "`--results-dir results` updates the recorded tables in the repository)",
     )
+
+
+def pytest_collection_modifyitems(config, items):
+    suite.skip_extended(config, items)
 
 
 @pytest.fixture(scope="session")

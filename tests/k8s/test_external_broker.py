@@ -25,7 +25,8 @@ from tests.harness.waiting import wait_until
 from tests.k8s.conftest import HELM, KUBECTL, NAMESPACE, REPO_ROOT, Kube, Release, _keep, admin_password, record, run
 from tests.k8s.external_redis import NAME, USER, ExternalRedis
 
-pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800)]
+# extended: a second release (~5 min on CI); the TLS+ACL broker path runs in tests/integration/broker/test_tls_acl.py
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800), pytest.mark.extended]
 
 EXT_NAMESPACE = f"{NAMESPACE}-ext"
 EXT_RELEASE = "airflow-ha-ext"

@@ -39,6 +39,9 @@ def k8s_backend(kube, release, results_dir):
             print(f"results: {write_results(RESULTS, results_dir, 'kubernetes')}")
 
 
+# extended: test_node_lost[database-primary] loses a scheduler, workers, a Redis master, a database member and
+# shard pods at once; one pod at a time is the extended suite
+@pytest.mark.extended
 @pytest.mark.parametrize("name", list(scenarios.SCENARIOS))
 def test_scenario_on_kubernetes(k8s_backend, name):
     result = scenarios.SCENARIOS[name](k8s_backend)
@@ -47,6 +50,7 @@ def test_scenario_on_kubernetes(k8s_backend, name):
     assert result.tasks_lost == 0, result
 
 
+@pytest.mark.extended
 def test_frozen_worker_is_not_taken_for_a_lost_one(k8s_backend):
     """The worker watcher acts on pods that are gone and nodes that are lost, never on a slow worker."""
     result = scenarios.worker_frozen(k8s_backend)
@@ -67,7 +71,13 @@ def node_control(k8s_backend):
     return control
 
 
-@pytest.mark.parametrize("policy", [nodes.CHART_DEFAULTS, "raise"], ids=["chart-defaults", "wait-raise"])
+@pytest.mark.parametrize(
+    "policy",
+    [
+        pytest.param(nodes.CHART_DEFAULTS, id="chart-defaults"),
+        pytest.param("raise", id="wait-raise", marks=pytest.mark.extended),
+    ],
+)
 def test_split_brain(k8s_backend, node_control, policy):
     """The mitigation on (the chart's defaults, through Airflow too): no acknowledged message lost. What it
     prevents (the replication wait off) is a measurement: ``tox -e bench -- split_brain``."""
@@ -80,13 +90,19 @@ def test_split_brain(k8s_backend, node_control, policy):
 
 @pytest.mark.parametrize(
     "index",
-    [0, 1, 2],
-    ids=["node-1", "node-2", "node-3"],
+    [
+        pytest.param(None, id="database-primary"),
+        pytest.param(0, id="node-1", marks=pytest.mark.extended),
+        pytest.param(1, id="node-2", marks=pytest.mark.extended),
+        pytest.param(2, id="node-3", marks=pytest.mark.extended),
+    ],
 )
 def test_node_lost(k8s_backend, node_control, index):
-    """Every node in turn, whatever runs on it (database member, Redis master, scheduler, shard pods)."""
+    """The database primary's node (core: the hardest one, with a Redis master moved onto it and whatever else
+    runs there), then every node in turn (extended)."""
     names = sorted(n.metadata.name for n in k8s_backend.core.list_node().items)
-    result = nodes.node_lost(k8s_backend, node_control, target=names[index])
+    target = nodes.DATABASE_PRIMARY if index is None else names[index]
+    result = nodes.node_lost(k8s_backend, node_control, target=target)
     RESULTS.append(result)
     assert result.dag_runs_succeeded == result.dag_runs, result
     assert result.tasks_lost == 0, result
@@ -96,12 +112,14 @@ def test_node_lost(k8s_backend, node_control, index):
     assert result.recovery_seconds is not None and result.recovery_seconds <= 60, result
 
 
+@pytest.mark.extended
 def test_database_primary_partitioned(k8s_backend, node_control):
     result = nodes.database_partition(k8s_backend, node_control)
     RESULTS.append(result)
     assert result.tasks_expected > 0 and result.tasks_lost == 0, result
 
 
+@pytest.mark.extended
 def test_drain_respects_budgets_and_every_run_succeeds(k8s_backend):
     # node-local volumes (local-path) keep a drained Redis/MySQL pod Pending until uncordon, so the drain stops
     # at that component's budget: 150 s show the budgets holding while runs go on, then the node is uncordoned

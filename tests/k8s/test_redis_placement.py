@@ -85,6 +85,7 @@ def test_after_bootstrap_no_master_shares_a_node_with_its_replica(kube: Kube, re
     )
 
 
+@pytest.mark.extended
 def test_reconciler_repairs_a_replica_moved_onto_its_masters_node(kube: Kube, release: Release, multi_node):
     nodes, _ = _wait_placement(kube, release, timeout=150)
     by_id = {n.node_id: n for n in nodes}
@@ -141,6 +142,7 @@ def _healed_everywhere(kube: Kube, rel: Release) -> bool:
     return True
 
 
+@pytest.mark.extended
 def test_every_redis_pod_restarted_at_once_comes_back_as_one_cluster(
     kube: Kube, release: Release, multi_node, api: AirflowAPI
 ):

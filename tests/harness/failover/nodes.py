@@ -269,11 +269,15 @@ def _committed(backend: KubernetesBackend) -> tuple[int, int]:
     return int(top), int(count)
 
 
+DATABASE_PRIMARY = "the database primary's node"
+
+
 def node_lost(
     backend: KubernetesBackend, nodes: NodeControl, target: str | None = None, down_seconds: float = 90.0
 ) -> ScenarioResult:
-    """Power ``target`` off (default: the busiest node with a scheduler) with probe runs and smart sensors in
-    flight; a Redis master is moved onto it first, so its loss is a failover too."""
+    """Power ``target`` off (default: the busiest node with a scheduler; ``DATABASE_PRIMARY``: the node of the
+    Group Replication primary, read when the scenario starts) with probe runs and smart sensors in flight; a
+    Redis master is moved onto it first, so its loss is a failover too."""
     view = ClusterView(backend)
     # From a settled release: a scenario before this one may have ended mid-failure (a node just back).
     backend.recover()
@@ -281,6 +285,8 @@ def node_lost(
     backend.wait_healthy(300)
     # Earlier failovers may have gathered masters on one node; the reconciler CronJob spreads them again.
     wait_until(view.placement_ok, 300, "masters spread and no master beside its replica", interval=5)
+    if target == DATABASE_PRIMARY:
+        target = view.node_of(backend.database_primary())
     target = target or _pick_node(view)
     master = view.ensure_master_on(target)
     on_node = sorted(p.metadata.name for p in view.pods() if p.spec.node_name == target and p.status.phase == "Running")

@@ -19,7 +19,10 @@ TOTAL = 2000
 BUSY = "busy"
 
 
-@pytest.mark.parametrize("wait_replicas", [1, 0], ids=["mitigation-on", "mitigation-off"])
+@pytest.mark.parametrize(
+    "wait_replicas",
+    [pytest.param(1, id="mitigation-on"), pytest.param(0, id="mitigation-off", marks=pytest.mark.extended)],
+)
 def test_master_failover_during_2000_tasks_loses_nothing(own_cluster, tmp_path, wait_replicas):
     cluster = own_cluster
     wait_replicas_in_sync(cluster)

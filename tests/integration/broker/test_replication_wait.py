@@ -22,7 +22,9 @@ airflow_ha.broker.register()
 QUEUE = "busy"
 
 
-@pytest.mark.parametrize("wait_replicas", [1, 0], ids=["wait-raise", "no-wait"])
+@pytest.mark.parametrize(
+    "wait_replicas", [pytest.param(1, id="wait-raise"), pytest.param(0, id="no-wait", marks=pytest.mark.extended)]
+)
 def test_writes_unreplicated_at_failover(own_cluster, wait_replicas):
     cluster = own_cluster
     wait_replicas_in_sync(cluster)

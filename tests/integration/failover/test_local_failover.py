@@ -15,7 +15,8 @@ from tests.harness.failover.local import LocalBackend
 from tests.harness.failover.report import markdown_table, write_results
 from tests.harness.waiting import wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# extended: the same scenarios run through the chart in the k8s stage (tests/k8s/test_failover.py)
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.extended]
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 RESULTS: list = []
