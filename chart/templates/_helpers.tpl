@@ -329,6 +329,7 @@ key: {{ .Values.database.external.passwordSecret.key }}
 {{- define "airflow-ha.env" -}}
 {{- $migration := .migration -}}
 {{- $concurrency := default .root.Values.workers.concurrency .concurrency -}}
+{{- $root := .root -}}
 {{- with .root -}}
 - name: AIRFLOW__CORE__EXECUTOR
   value: CeleryExecutor
@@ -393,6 +394,26 @@ key: {{ .Values.database.external.passwordSecret.key }}
   value: {{ .Values.sensorShards.historyDays | quote }}
 - name: AIRFLOW_HA_MARKER_DIR
   value: {{ .Values.markers.mountPath | quote }}
+{{- if not (hasKey (.Values.config.dag_processor | default dict) "dag_bundle_config_list") }}
+- name: AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST
+  value: {{ include "airflow-ha.dagBundles" . | quote }}
+{{- end }}
+{{- with .Values.dags.git }}
+{{- if .enabled }}
+- name: AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH
+  value: {{ .storagePath | quote }}
+{{- if .credentialsSecret.name }}
+- name: AIRFLOW_HA_GIT_USERNAME
+  valueFrom:
+    secretKeyRef: {name: {{ .credentialsSecret.name | quote }}, key: {{ .credentialsSecret.usernameKey | quote }}}
+- name: AIRFLOW_HA_GIT_TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ .credentialsSecret.name | quote }}, key: {{ .credentialsSecret.tokenKey | quote }}}
+{{- end }}
+- name: AIRFLOW_CONN_AIRFLOW_HA_GIT
+  value: {{ include "airflow-ha.gitConnection" $root | quote }}
+{{- end }}
+{{- end }}
 {{- range $section, $options := .Values.config }}
 {{- range $key, $value := $options }}
 - name: {{ printf "AIRFLOW__%s__%s" (upper $section) (upper $key) }}
@@ -403,6 +424,53 @@ key: {{ .Values.database.external.passwordSecret.key }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* The DAG bundles of dags.* as Airflow's [dag_processor] dag_bundle_config_list (JSON). */}}
+{{- define "airflow-ha.dagBundles" -}}
+{{- $bundles := list }}
+{{- if .Values.dags.imageBundle }}
+{{- $bundles = append $bundles (dict "name" "dags-folder" "classpath" "airflow.dag_processing.bundles.local.LocalDagBundle" "kwargs" dict) }}
+{{- end }}
+{{- with .Values.dags.git }}
+{{- if .enabled }}
+{{- $kwargs := dict "tracking_ref" .ref "repo_url" .repoUrl "git_conn_id" "airflow_ha_git" "refresh_interval" (int .refreshIntervalSeconds) }}
+{{- if .subdir }}{{ $_ := set $kwargs "subdir" .subdir }}{{ end }}
+{{- $bundles = append $bundles (dict "name" .bundleName "classpath" "airflow.providers.git.bundles.git.GitDagBundle" "kwargs" $kwargs) }}
+{{- end }}
+{{- end }}
+{{- if not $bundles }}
+{{- fail "dags.imageBundle is false and dags.git.enabled is not true: Airflow needs at least one DAG bundle" }}
+{{- end }}
+{{- if and .Values.dags.imageBundle .Values.dags.git.enabled (eq .Values.dags.git.bundleName "dags-folder") }}
+{{- fail "dags.git.bundleName \"dags-folder\" is the image's bundle (dags.imageBundle): choose another name" }}
+{{- end }}
+{{- toJson $bundles }}
+{{- end }}
+
+{{/* The git bundle's Airflow connection (JSON, AIRFLOW_CONN_AIRFLOW_HA_GIT): the repository, the user and
+     token as $(VAR) references the kubelet expands from the credentials Secret (checked JSON-safe by
+     wait-for-migrations), and the ssh key and known_hosts files mounted from the ssh Secret. */}}
+{{- define "airflow-ha.gitConnection" -}}
+{{- $git := .Values.dags.git }}
+{{- $conn := dict "conn_type" "git" "host" $git.repoUrl }}
+{{- if $git.credentialsSecret.name }}
+{{- $_ := set $conn "login" "$(AIRFLOW_HA_GIT_USERNAME)" }}
+{{- $_ := set $conn "password" "$(AIRFLOW_HA_GIT_TOKEN)" }}
+{{- end }}
+{{- if $git.sshKeySecret.name }}
+{{- $extra := dict "key_file" (printf "%s/%s" (include "airflow-ha.gitSshDir" .) "key") "strict_host_key_checking" $git.sshStrictHostKeyChecking }}
+{{- if $git.sshKeySecret.knownHostsKey }}
+{{- $_ := set $extra "known_hosts_file" (printf "%s/%s" (include "airflow-ha.gitSshDir" .) "known_hosts") }}
+{{- end }}
+{{- $_ := set $conn "extra" $extra }}
+{{- end }}
+{{- toJson $conn }}
+{{- end }}
+
+{{/* Where the git bundle's ssh key (and known_hosts) are mounted. */}}
+{{- define "airflow-ha.gitSshDir" -}}
+/opt/airflow/secrets/git-ssh
 {{- end }}
 
 {{/* Image of the Airflow containers. */}}
@@ -430,6 +498,15 @@ imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
 - name: db-ca
   mountPath: {{ include "airflow-ha.db.caDir" . }}
   readOnly: true
+{{- end }}
+{{- if .Values.dags.git.enabled }}
+- name: dag-bundles
+  mountPath: {{ .Values.dags.git.storagePath }}
+{{- if .Values.dags.git.sshKeySecret.name }}
+- name: git-ssh
+  mountPath: {{ include "airflow-ha.gitSshDir" . }}
+  readOnly: true
+{{- end }}
 {{- end }}
 {{- with .Values.volumeMounts }}
 {{ tpl (toYaml .) $ }}
@@ -474,6 +551,27 @@ imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
     items:
       - key: {{ .Values.database.external.tls.caSecret.key }}
         path: ca.crt
+{{- end }}
+{{- with .Values.dags.git }}
+{{- if .enabled }}
+- name: dag-bundles
+  emptyDir:
+    sizeLimit: {{ .storageSizeLimit }}
+{{- if .sshKeySecret.name }}
+- name: git-ssh
+  secret:
+    secretName: {{ .sshKeySecret.name }}
+    # group-readable for the Airflow uid's group 0 (owned by root: ssh accepts a key it does not own)
+    defaultMode: 0440
+    items:
+      - key: {{ .sshKeySecret.key }}
+        path: key
+      {{- if .sshKeySecret.knownHostsKey }}
+      - key: {{ .sshKeySecret.knownHostsKey }}
+        path: known_hosts
+      {{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- with .Values.volumes }}
 {{ tpl (toYaml .) $ }}

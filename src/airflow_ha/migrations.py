@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import time
 
-from airflow_ha.url_passwords import unsafe_url_passwords
+from airflow_ha.url_passwords import unsafe_embedded_secrets
 
 
 def source_heads() -> set[str]:
@@ -68,7 +68,7 @@ def wait(timeout: float, interval: float = 2.0, out=print) -> None:
 
 def run(args) -> int:
     started = time.monotonic()
-    problems = unsafe_url_passwords()
+    problems = unsafe_embedded_secrets()
     if problems:
         for problem in problems:
             print(f"wait-for-migrations: {problem}", file=sys.stderr)

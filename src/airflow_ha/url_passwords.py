@@ -3,6 +3,8 @@ so they reach the URL unencoded: a character with a meaning in a URL (``@ : / % 
 point Airflow at another host or user. Generated passwords are letters and digits; a Secret of the user's
 (``secrets.*``, ``database.external.passwordSecret``) is checked here, in every Airflow pod's
 ``wait-for-migrations`` init container, so the pod stops with the cause instead of failing to connect.
+The git credentials of ``dags.git`` go the same way into the JSON of the bundle's Airflow connection, where a
+quote, a backslash or a control character would end the string early.
 """
 
 from __future__ import annotations
@@ -18,6 +20,33 @@ URL_PASSWORDS = {
     "AIRFLOW_HA_DB_PASSWORD": "secrets.mysqlPassword, or database.external.passwordSecret",
     "AIRFLOW_HA_REDIS_PASSWORD": "secrets.redisPassword, or broker.external.passwordSecret",
 }
+
+JSON_SECRETS = {
+    "AIRFLOW_HA_GIT_USERNAME": "dags.git.credentialsSecret (its usernameKey)",
+    "AIRFLOW_HA_GIT_TOKEN": "dags.git.credentialsSecret (its tokenKey)",
+}
+
+
+def unsafe_embedded_secrets(env: Mapping[str, str] = os.environ) -> list[str]:
+    """Every problem of the secrets the chart embeds into other strings (URLs, the git connection's JSON)."""
+    return unsafe_url_passwords(env) + unsafe_json_secrets(env)
+
+
+def unsafe_json_secrets(env: Mapping[str, str] = os.environ) -> list[str]:
+    """One message per secret that cannot go into a JSON string as it is; the secret itself is never shown."""
+    problems = []
+    for var, source in JSON_SECRETS.items():
+        value = env.get(var)
+        if value is None:
+            continue
+        if value == "":
+            problems.append(f"{var} is empty: the Secret named by {source} has no value at its key")
+        elif any(ch in '"\\' or ord(ch) < 0x20 for ch in value):
+            problems.append(
+                f"{var} (from the Secret named by {source}) contains a quote, a backslash or a control character "
+                "(a trailing newline?); the chart puts it into the git connection's JSON unescaped"
+            )
+    return problems
 
 
 def unsafe_url_passwords(env: Mapping[str, str] = os.environ) -> list[str]:

@@ -228,6 +228,17 @@ def release(kube: Kube) -> Iterator[Release]:
             record("teardown: helm uninstall (scripts/down --keep-cluster)", f"{time.monotonic() - t0:.0f} s")
 
 
+def delete_namespace(namespace: str) -> None:
+    """A test's own namespace gone for good before it is made again: pods go first without their grace period
+    (a worker's warm shutdown would hold the namespace for its 600 s)."""
+    ns = ["-n", namespace]
+    run([KUBECTL, *ns, "delete", "pods", "--all", "--grace-period=0", "--force", "--wait=false"], check=False)
+    run([KUBECTL, "delete", "namespace", namespace, "--ignore-not-found", "--wait=true", "--timeout=300s"],
+        check=False, timeout=330)  # fmt: skip
+    wait_until(lambda: run([KUBECTL, "get", "namespace", namespace], check=False).returncode != 0, 300,
+               f"namespace {namespace} deleted", interval=3)  # fmt: skip
+
+
 def api_server_service(kube: Kube, rel: Release) -> str:
     svcs = kube.core.list_namespaced_service(rel.namespace, label_selector=f"{rel.selector},component=api-server").items
     if svcs:

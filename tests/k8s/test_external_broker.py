@@ -22,7 +22,19 @@ from tests.harness.failover.api import AirflowAPI
 from tests.harness.failover.kubernetes import PortForward, pod_ready
 from tests.harness.servers.tls import CertificateAuthority
 from tests.harness.waiting import wait_until
-from tests.k8s.conftest import HELM, KUBECTL, NAMESPACE, REPO_ROOT, Kube, Release, _keep, admin_password, record, run
+from tests.k8s.conftest import (
+    HELM,
+    KUBECTL,
+    NAMESPACE,
+    REPO_ROOT,
+    Kube,
+    Release,
+    _keep,
+    admin_password,
+    delete_namespace,
+    record,
+    run,
+)
 from tests.k8s.external_redis import NAME, USER, ExternalRedis
 
 # extended: a second release (~5 min on CI); the TLS+ACL broker path runs in tests/integration/broker/test_tls_acl.py
@@ -52,21 +64,10 @@ def _sql_on_primary(kube: Kube, release: Release, sql: str) -> str:
     raise AssertionError(f"no writable MySQL member among {[p.metadata.name for p in members]}")
 
 
-def _delete_namespace(kube: Kube) -> None:
-    """Gone for good before it is made again: pods go first without their grace period (a worker's warm
-    shutdown would hold the namespace for its 600 s)."""
-    ns = ["-n", EXT_NAMESPACE]
-    run([KUBECTL, *ns, "delete", "pods", "--all", "--grace-period=0", "--force", "--wait=false"], check=False)
-    run([KUBECTL, "delete", "namespace", EXT_NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=300s"],
-        check=False, timeout=330)  # fmt: skip
-    wait_until(lambda: run([KUBECTL, "get", "namespace", EXT_NAMESPACE], check=False).returncode != 0, 300,
-               f"namespace {EXT_NAMESPACE} deleted", interval=3)  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def ext_release(kube: Kube, release: Release, tmp_path_factory):
     """The second release on the external broker and database; uninstalled (namespace, database) after."""
-    _delete_namespace(kube)  # a leftover of an earlier run
+    delete_namespace(EXT_NAMESPACE)  # a leftover of an earlier run
     run([KUBECTL, "create", "namespace", EXT_NAMESPACE])
     images = _kubeone_images()
     redis = ExternalRedis.create(EXT_NAMESPACE, f"{images['redis']['repository']}:{images['redis']['tag']}")
@@ -128,7 +129,7 @@ def ext_release(kube: Kube, release: Release, tmp_path_factory):
         if kube.started_here and not _keep():
             record("teardown: external release", "skipped (the cluster started for the run is stopped next)")
         elif not _keep():
-            _delete_namespace(kube)
+            delete_namespace(EXT_NAMESPACE)
             _sql_on_primary(kube, release, f"DROP DATABASE IF EXISTS {EXT_DB}; DROP USER IF EXISTS '{EXT_DB}'@'%';")
 
 

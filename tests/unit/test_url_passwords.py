@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow_ha.url_passwords import unsafe_url_passwords
+from airflow_ha.url_passwords import unsafe_embedded_secrets, unsafe_url_passwords
 
 
 def test_generated_and_url_safe_passwords_pass():
@@ -23,3 +23,17 @@ def test_an_empty_password_says_the_key_is_empty():
         problem == "AIRFLOW_HA_REDIS_PASSWORD is empty: the Secret named by secrets.redisPassword, or "
         "broker.external.passwordSecret has no value at its key"
     )
+
+
+def test_git_credentials_that_would_break_the_connection_json_are_refused_unshown():
+    env = {"AIRFLOW_HA_GIT_USERNAME": "ci-bot", "AIRFLOW_HA_GIT_TOKEN": 'ghp_abc"def\n'}
+    (problem,) = unsafe_embedded_secrets(env)
+    assert problem.startswith("AIRFLOW_HA_GIT_TOKEN (from the Secret named by dags.git.credentialsSecret")
+    assert "trailing newline" in problem and "ghp_abc" not in problem
+    assert unsafe_embedded_secrets({"AIRFLOW_HA_GIT_USERNAME": "x", "AIRFLOW_HA_GIT_TOKEN": "glpat-Ab_09.~:/@"}) == []
+
+
+def test_the_embedded_check_covers_urls_and_json():
+    env = {"AIRFLOW_HA_DB_PASSWORD": "a b", "AIRFLOW_HA_GIT_TOKEN": ""}
+    problems = unsafe_embedded_secrets(env)
+    assert [p.split()[0] for p in problems] == ["AIRFLOW_HA_DB_PASSWORD", "AIRFLOW_HA_GIT_TOKEN"]
