@@ -34,37 +34,44 @@ def unsafe_embedded_secrets(env: Mapping[str, str] = os.environ) -> list[str]:
 
 def unsafe_json_secrets(env: Mapping[str, str] = os.environ) -> list[str]:
     """One message per secret that cannot go into a JSON string as it is; the secret itself is never shown."""
-    problems = []
-    for var, source in JSON_SECRETS.items():
-        value = env.get(var)
-        if value is None:
-            continue
-        if value == "":
-            problems.append(f"{var} is empty: the Secret named by {source} has no value at its key")
-        elif any(ch in '"\\' or ord(ch) < 0x20 for ch in value):
-            problems.append(
-                f"{var} (from the Secret named by {source}) contains a quote, a backslash or a control character "
-                "(a trailing newline?); the chart puts it into the git connection's JSON unescaped"
-            )
-    return problems
+    return _problems(env, JSON_SECRETS, _json_unsafe)
 
 
 def unsafe_url_passwords(env: Mapping[str, str] = os.environ) -> list[str]:
     """One message per password that cannot go into a URL as it is; the password itself is never shown."""
+    return _problems(env, URL_PASSWORDS, _url_unsafe)
+
+
+def _json_unsafe(value: str) -> str | None:
+    if any(ch in '"\\' or ord(ch) < 0x20 for ch in value):
+        return (
+            "contains a quote, a backslash or a control character (a trailing newline?); the chart puts it into "
+            "the git connection's JSON unescaped"
+        )
+    return None
+
+
+def _url_unsafe(value: str) -> str | None:
+    bad = sorted({ch for ch in value if not URL_SAFE.fullmatch(ch)})
+    if not bad:
+        return None
+    shown = ", ".join("space" if ch == " " else repr(ch) for ch in bad)
+    return (
+        f"contains {len(bad)} character(s) that are not URL-safe ({shown}); the chart puts it into connection "
+        "URLs unencoded: use letters, digits and - . _ ~ only"
+    )
+
+
+def _problems(env: Mapping[str, str], secrets: dict[str, str], unsafe) -> list[str]:
+    """A message per variable of ``secrets`` (name -> the values key of its Secret) that is empty or that
+    ``unsafe`` describes; variables absent from ``env`` are not this pod's."""
     problems = []
-    for var, source in URL_PASSWORDS.items():
+    for var, source in secrets.items():
         value = env.get(var)
         if value is None:
             continue
         if value == "":
             problems.append(f"{var} is empty: the Secret named by {source} has no value at its key")
-            continue
-        bad = sorted({ch for ch in value if not URL_SAFE.fullmatch(ch)})
-        if bad:
-            shown = ", ".join("space" if ch == " " else repr(ch) for ch in bad)
-            problems.append(
-                f"{var} (from the Secret named by {source}) contains {len(bad)} character(s) that are not "
-                f"URL-safe ({shown}); the chart puts it into connection URLs unencoded: use letters, digits "
-                "and - . _ ~ only"
-            )
+        elif why := unsafe(value):
+            problems.append(f"{var} (from the Secret named by {source}) {why}")
     return problems
