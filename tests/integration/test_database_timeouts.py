@@ -21,6 +21,7 @@ import yaml
 
 from tests.chart.conftest import helm_template
 from tests.conftest import airflow_env
+from tests.harness.servers.process import freeze_process
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +91,7 @@ def outcome_while_frozen(mysql, url: str, home, wait: float) -> str:
     )
     try:
         assert client.stdout.readline().strip() == "ready"
-        os.kill(mysql.proc.pid, signal.SIGSTOP)
+        freeze_process(mysql.proc.pid)
         try:
             client.stdin.write("\n")
             client.stdin.flush()

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -59,3 +60,23 @@ def kill_process(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def freeze_process(pid: int, timeout: float = 5.0) -> None:
+    """SIGSTOP ``pid`` and return once every one of its threads is stopped. kill() returns before the group
+    stop is done: on a loaded machine a server thread woken by a request can still answer it first (seen in
+    CI: a "frozen" MySQL answered a query in 0.0 s)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:  # "<tid> (<comm>) <state> ...": comm may hold spaces, the state follows its last ")"
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            except (FileNotFoundError, IndexError):
+                continue  # a thread that just exited
+        if states and all(s in ("T", "t") for s in states):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"pid {pid} not stopped {timeout:g}s after SIGSTOP (thread states {states})")
+        time.sleep(0.01)

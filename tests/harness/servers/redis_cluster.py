@@ -24,7 +24,14 @@ from pathlib import Path
 import redis
 
 from tests.harness.servers.debian_root import server_root
-from tests.harness.servers.process import ServerStartError, free_port, kill_process, log_tail, stop_process
+from tests.harness.servers.process import (
+    ServerStartError,
+    free_port,
+    freeze_process,
+    kill_process,
+    log_tail,
+    stop_process,
+)
 from tests.harness.servers.tls import TlsFiles
 from tests.harness.waiting import wait_until
 
@@ -99,7 +106,7 @@ class RedisNode:
     def freeze(self) -> None:
         """SIGSTOP: a hung server or a node cut off mid-connection; its peers' sockets stay open."""
         assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP)
+        freeze_process(self.proc.pid)
         self.frozen = True
 
     def thaw(self) -> None:
