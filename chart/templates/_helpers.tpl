@@ -330,6 +330,7 @@ key: {{ .Values.database.external.passwordSecret.key }}
 {{- $migration := .migration -}}
 {{- $concurrency := default .root.Values.workers.concurrency .concurrency -}}
 {{- $root := .root -}}
+{{- $hostnameCallable := .hostnameCallable -}}
 {{- with .root -}}
 - name: AIRFLOW__CORE__EXECUTOR
   value: CeleryExecutor
@@ -416,14 +417,33 @@ key: {{ .Values.database.external.passwordSecret.key }}
 {{- end }}
 {{- range $section, $options := .Values.config }}
 {{- range $key, $value := $options }}
+{{- if not (and $hostnameCallable (eq $section "core") (eq $key "hostname_callable")) }}
 - name: {{ printf "AIRFLOW__%s__%s" (upper $section) (upper $key) }}
   value: {{ $value | toString | quote }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- with $hostnameCallable }}
+- name: AIRFLOW__CORE__HOSTNAME_CALLABLE
+  value: {{ . | quote }}
 {{- end }}
 {{- with .Values.env }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* The port of every triggerer's log server ([logging] trigger_log_server_port, one value for the
+     triggerers that serve and the api-server that reads). */}}
+{{- define "airflow-ha.triggerLogPort" -}}
+{{- $port := dig "logging" "trigger_log_server_port" 8794 (.Values.config | default dict) | toString }}
+{{- if not (regexMatch "^[1-9][0-9]{0,4}$" $port) }}
+{{- fail (printf "config.logging.trigger_log_server_port must be a port number (1-65535), not %q" $port) }}
+{{- end }}
+{{- if gt (int $port) 65535 }}
+{{- fail (printf "config.logging.trigger_log_server_port must be a port number (1-65535), not %q" $port) }}
+{{- end }}
+{{- $port }}
 {{- end }}
 
 {{/* The DAG bundles of dags.* as Airflow's [dag_processor] dag_bundle_config_list (JSON). */}}
@@ -749,7 +769,7 @@ volumes:
 {{- define "airflow-ha.airflowContainerCommon" -}}
 {{ include "airflow-ha.airflowImage" .root }}
 env:
-  {{- include "airflow-ha.env" (dict "root" .root "migration" (eq .component "migrate-db") "concurrency" (and (eq .component "worker") .values.concurrency)) | nindent 2 }}
+  {{- include "airflow-ha.env" (dict "root" .root "migration" (eq .component "migrate-db") "concurrency" (and (eq .component "worker") .values.concurrency) "hostnameCallable" .hostnameCallable) | nindent 2 }}
   {{- with .extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}

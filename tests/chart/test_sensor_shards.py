@@ -57,7 +57,6 @@ def test_sensor_shard_group_values(render):
         "sensorShards.replicasPerGroup=3",
         "sensorShards.podAntiAffinity=required",
         "sensorShards.nodeLossTolerationSeconds=5",
-        "sensorShards.logServerPort=9000",
         "sensorShards.pokeTimeoutSeconds=120",
         "sensorShards.historyDays=30",
         "sensorShards.capacity=25000",
@@ -70,7 +69,6 @@ def test_sensor_shard_group_values(render):
         (term,) = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         assert term["labelSelector"]["matchLabels"]["airflow-ha/sensor-shard-group"] == str(g)
         assert node_loss_tolerations(spec) == {(key, 5) for key in NODE_LOSS}
-        assert ports(container(spec, "sensor-shard")) == {9000}
         assert env_of(container(spec, "sensor-shard"))["AIRFLOW_HA_SENSOR_POKE_TIMEOUT"]["value"] == "120"
         assert env_of(container(spec, "sensor-shard"))["AIRFLOW__TRIGGERER__CAPACITY"]["value"] == "25000"
     env = env_of(pod(rendered, "Deployment", f"{R}-scheduler")["containers"][0])

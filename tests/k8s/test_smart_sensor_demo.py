@@ -99,6 +99,7 @@ def test_three_dags_share_one_sensor_and_one_marker_written_as_root_releases_the
     assert row["description"] == f"file {marker}", row
     page = api.request("GET", "/airflow-ha/sensors").text
     assert str(row["hashcode"]) in page and "smart_sensor_demo_a" in page
+    holder = _waiting_sensor_log(api, "smart_sensor_demo_a", runs["smart_sensor_demo_a"], f"waiting for file {marker}")
 
     # The README's command on the node: the day's directory and the marker created by root (umask 022, so
     # the directory is root-owned 0755 unless the marker root's default ACL reaches it).
@@ -122,3 +123,37 @@ def test_three_dags_share_one_sensor_and_one_marker_written_as_root_releases_the
         f"one marker written as root released all 3 runs, each wrote its own marker there, in {released:.0f} s "
         "(poke interval 10 s)",
     )
+    record("waiting sensor's log through the api-server", holder)
+
+
+def _waiting_sensor_log(api: AirflowAPI, dag_id: str, run_id: str, expected: str) -> str:
+    """The log of a deferred smart sensor, as the UI reads it: the api-server fetches it from the shard pod
+    holding the trigger (http://<pod IP>:8794, the chart's triggerer.hostnameCallable)."""
+    base = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/wait_demo_ready"
+    text = ""
+
+    def logged() -> bool:
+        nonlocal text
+        ti = api.request("GET", base).json()
+        if ti["state"] != "deferred":
+            text = f"state {ti['state']}"
+            return False
+        resp = api.request(
+            "GET",
+            f"{base}/logs/{ti['try_number']}",
+            params={"full_content": "true"},
+            headers={"Accept": "application/json"},
+        )
+        text = str(resp.json().get("content"))
+        return expected in text
+
+    wait_until(
+        logged,
+        120,
+        f"{expected!r} in the waiting sensor's log through the api-server",
+        interval=3,
+        explain=lambda: text[:1500],
+    )
+    assert "Could not read served logs" not in text, text[:1500]
+    line = text[text.index(expected) :].split("'", 1)[0].split('"', 1)[0]
+    return line[:200]

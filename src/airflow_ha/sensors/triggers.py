@@ -73,6 +73,16 @@ class SmartSensorTrigger(BaseTrigger):
     async def run(self):
         hub = get_hub()
         remaining = max(0.0, self.deadline - time.time())
+        # the first line of the task's trigger log (read through the api-server while it waits): who holds it
+        self.log.info(
+            "waiting for %s on %s (%s, virtual shard %d): poked every %gs, %.0fs left",
+            self.description,
+            hub.replica,
+            hub.shard,
+            self.virtual_shard,
+            self.poke_interval,
+            remaining,
+        )
         waited = await hub.wait(self.kind, self.target, self.hashcode, self.poke_interval, remaining)
         result = waited.result
         if result.ready:

@@ -3,8 +3,9 @@
 Instances are pods (``app.kubernetes.io/instance=<release>``, ``component=<name>``), killing one is
 deleting it with no grace period (its controller replaces it), and the REST API and MySQL are reached
 through ``kubectl port-forward`` connections that are re-opened when the pod behind them is replaced.
-Airflow records pod names as hostnames (the chart's ``hostname_callable``), so job and task-instance
-rows name the pod to kill. The Redis topology is read with ``redis-cli`` inside a Redis pod.
+Airflow records pod names as hostnames (the chart's ``hostname_callable``; triggerer and sensor-shard pods
+record their pod IP, see ``pod_of``), so job and task-instance rows name the pod to kill. The Redis
+topology is read with ``redis-cli`` inside a Redis pod.
 """
 
 from __future__ import annotations
@@ -202,18 +203,32 @@ class KubernetesBackend:
     def instances(self, component: str) -> list[str]:
         return sorted(p.metadata.name for p in self._pods(component) if pod_ready(p))
 
+    def pod_of(self, component: str, instance: str) -> str:
+        """The pod an Airflow hostname names: a pod name (workers, schedulers), or the pod IP that triggerer
+        and sensor-shard pods record (the chart's triggerer.hostnameCallable)."""
+        pods = self._pods(component)
+        if any(p.metadata.name == instance for p in pods):
+            return instance
+        by_ip = [p.metadata.name for p in pods if p.status.pod_ip == instance]
+        if not by_ip:
+            raise LookupError(f"no {component} pod is named {instance!r} or has that IP")
+        return by_ip[0]
+
     def kill(self, component: str, instance: str) -> None:
         from kubernetes.client import V1DeleteOptions
 
         self.core.delete_namespaced_pod(
-            instance, self.namespace, body=V1DeleteOptions(grace_period_seconds=0, propagation_policy="Background")
+            self.pod_of(component, instance),
+            self.namespace,
+            body=V1DeleteOptions(grace_period_seconds=0, propagation_policy="Background"),
         )
 
     def freeze(self, component: str, instance: str, frozen: bool) -> None:
         # every process of the pod but its init (tini) and this shell: the pod and its node stay as they are
         signal = "STOP" if frozen else "CONT"
         container = component if component != "worker" else "worker"
-        self.run_kubectl("exec", instance, "-c", container, "--", "sh", "-c", f"kill -{signal} -1 || true")
+        pod = self.pod_of(component, instance)
+        self.run_kubectl("exec", pod, "-c", container, "--", "sh", "-c", f"kill -{signal} -1 || true")
 
     def _workloads(self) -> list:
         selector = f"app.kubernetes.io/instance={self.release}"

@@ -4,6 +4,7 @@ import time
 from airflow.triggers.base import TaskSuccessEvent
 
 from airflow_ha.sensors.hashcode import hashcode
+from airflow_ha.sensors.hub import replica_label, shard_label
 from airflow_ha.sensors.triggers import SmartSensorTrigger
 
 
@@ -115,3 +116,15 @@ def test_a_task_with_a_success_callback_resumes_on_a_worker_to_succeed(tmp_path)
     assert not isinstance(event, TaskSuccessEvent)
     assert event.payload["status"] == "success" and event.payload["detail"].startswith("found ")
     assert SmartSensorTrigger(**trigger.serialize()[1]).resume_on_success is True
+
+
+def test_the_trigger_log_starts_with_the_target_and_the_process_holding_it(tmp_path, capfd):
+    """The line a person reads first when opening a waiting sensor's log in the UI (served by its shard pod)."""
+    (tmp_path / "edw.0006.job").touch()
+    asyncio.run(_first_event(_trigger(str(tmp_path / "edw.0006.job"), 10)))
+    lines = [line for line in capfd.readouterr().out.splitlines() if "waiting for" in line]
+    assert lines, "the trigger logged no 'waiting for' line"
+    assert (
+        f"waiting for file {tmp_path}/edw.0006.job on {replica_label()} ({shard_label()}, virtual shard 3)" in lines[0]
+    )
+    assert "poked every 0.2s" in lines[0]
