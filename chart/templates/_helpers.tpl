@@ -395,6 +395,17 @@ key: {{ .Values.database.external.passwordSecret.key }}
   value: {{ .Values.sensorShards.historyDays | quote }}
 - name: AIRFLOW_HA_MARKER_DIR
   value: {{ .Values.markers.mountPath | quote }}
+{{- if .Values.metrics.enabled }}
+{{- /* Airflow's StatsD client (and airflow_ha.metrics through it) to <release>-statsd; config.metrics wins */}}
+{{- $set := .Values.config.metrics | default dict }}
+{{- $statsd := dict "statsd_on" "True" "statsd_host" (printf "%s-statsd" (include "airflow-ha.fullname" .)) "statsd_port" (toString (int .Values.metrics.statsdPort)) "statsd_prefix" "airflow" }}
+{{- range $key := list "statsd_on" "statsd_host" "statsd_port" "statsd_prefix" }}
+{{- if not (hasKey $set $key) }}
+- name: {{ printf "AIRFLOW__METRICS__%s" (upper $key) }}
+  value: {{ get $statsd $key | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if not (hasKey (.Values.config.dag_processor | default dict) "dag_bundle_config_list") }}
 - name: AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST
   value: {{ include "airflow-ha.dagBundles" . | quote }}

@@ -79,10 +79,17 @@ exec python /etc/git-server/git_http.py --root /srv/git --port 8080
 """
 
 
+def _images() -> dict:
+    return yaml.safe_load((REPO_ROOT / "values" / "kubeone.yaml").read_text())["images"]
+
+
+NEW_IMAGES = ("statsdExporter",)  # images the previous chart does not know (its schema refuses them)
+
+
 def _small_values() -> dict:
     """One of each Airflow component and the smallest broker and database: this release proves the upgrade
     and the git path; the first one proves failover. Valid for both chart versions."""
-    images = yaml.safe_load((REPO_ROOT / "values" / "kubeone.yaml").read_text())["images"]
+    images = {name: image for name, image in _images().items() if name not in NEW_IMAGES}
     small = {"resources": {"requests": {"cpu": "10m", "memory": "256Mi"}}}
     return {
         "images": images,
@@ -101,8 +108,9 @@ def _small_values() -> dict:
     }  # fmt: skip
 
 
-def _git_values() -> dict:
-    return {"dags": {"git": {
+def _upgrade_values() -> dict:
+    """What the upgrade adds: dags.git, and the images of components the previous chart did not have."""
+    return {"images": {name: _images()[name] for name in NEW_IMAGES}, "dags": {"git": {
         "enabled": True, "repoUrl": f"http://git-server.{UP_NAMESPACE}.svc.cluster.local:8080/dags.git",
         "ref": "main", "subdir": "dags", "credentialsSecret": {"name": GIT_SECRET},
     }}}  # fmt: skip
@@ -171,7 +179,7 @@ def upgraded(kube: Kube, release: Release, tmp_path_factory):
     small = tmp / "small.yaml"
     small.write_text(yaml.safe_dump(_small_values()))
     git = tmp / "git.yaml"
-    git.write_text(yaml.safe_dump(_git_values()))
+    git.write_text(yaml.safe_dump(_upgrade_values()))
     rel = Release(UP_RELEASE, UP_NAMESPACE, installed_here=True)
     pf = PortForward(KUBECTL, UP_NAMESPACE, lambda: f"svc/{UP_RELEASE}-api-server", 8080)
     try:

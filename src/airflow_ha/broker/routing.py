@@ -19,6 +19,10 @@ and its replicas resync from it, so a write that was only in memory would be gon
 With ``appendfsync always`` (what the chart configures) ``WAITAOF`` returns at once; with ``everysec``
 it waits for the next fsync (up to a second, bounded by ``replication_wait_timeout_ms``). A shortfall is
 judged by :func:`airflow_ha.broker.replication.judge`.
+
+What a failover looks like from here is counted in :mod:`airflow_ha.metrics` (``broker.*``): slot-map
+reloads and the master changes they found, retries by error, how long a retried command stalled, WAIT
+shortfalls and refusals.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from time import monotonic, sleep
 import redis.exceptions as rexc
 from redis.cluster import ClusterNode, RedisCluster
 
+from airflow_ha import metrics
 from airflow_ha.broker import scripts
 from airflow_ha.broker.errors import (
     BrokerAuthError,
@@ -101,10 +106,21 @@ class SlotRouter:
 
     def refresh(self) -> None:
         with self._lock:
+            before = self._masters()
             try:
                 self.cluster.nodes_manager.initialize()
             except (*RETRYABLE, rexc.RedisClusterException) as exc:
                 log.debug("slot map refresh failed (will retry): %s", exc)
+                return
+            metrics.incr("broker.slot_map_refreshes")
+            if before and self._masters() != before:
+                metrics.incr("broker.master_changes")
+
+    def _masters(self) -> dict[int, str]:
+        """slot -> its master's name, per the slot map this client holds."""
+        if self.cluster is None:
+            return {}
+        return {slot: nodes[0].name for slot, nodes in self.cluster.nodes_manager.slots_cache.items() if nodes}
 
     def node_for(self, key: str):
         """(node client, node) of the master owning ``key``'s slot, per the current slot map."""
@@ -123,15 +139,22 @@ class SlotRouter:
         limit = monotonic() + (self.opts.failover_timeout if deadline is None else deadline)
         delay = 0.05
         hops = 0
+        first_error: float | None = None
         while True:
             try:
                 client, node = self.node_for(key)
-                return fn(client, node)
+                result = fn(client, node)
+                if first_error is not None:
+                    metrics.timing("broker.stall", monotonic() - first_error)
+                return result
             except ReplicationWaitError:
                 raise  # the write happened on the master: re-running it would duplicate, the caller decides
             except RETRYABLE as exc:
                 if not_retryable(exc):
                     raise
+                metrics.incr("broker.retries", error=type(exc).__name__)
+                if first_error is None:
+                    first_error = monotonic()
                 if isinstance(exc, rexc.MovedError) and hops < MAX_MOVED_HOPS:
                     hops += 1  # the slot has a new owner (failover done, or resharded): go there now
                     self.refresh()
@@ -238,7 +261,9 @@ class SlotRouter:
             node.name,
             self.opts.replication_wait_timeout_ms,
         )
+        metrics.incr("broker.wait_shortfalls", kind=kind or "write", policy=self.opts.replication_wait_policy)
         if verdict.refuse:
+            metrics.incr("broker.wait_refusals", kind=kind or "write")
             raise ReplicationWaitError(verdict.message)
         if verdict.skip_wait_seconds:
             self._skip_wait_until[(node.name, kind or "")] = monotonic() + verdict.skip_wait_seconds

@@ -46,11 +46,13 @@ from __future__ import annotations
 
 import logging
 from queue import Empty
+from time import monotonic
 
 import redis.exceptions as rexc
 from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
 
+from airflow_ha import metrics
 from airflow_ha.broker import keys, scripts
 from airflow_ha.broker.consumer import Drain
 from airflow_ha.broker.errors import BrokerUnavailable
@@ -167,7 +169,9 @@ class Channel(virtual.Channel):
     # -- kombu virtual API ---------------------------------------------------------------------------
     def _put(self, queue, message, **kwargs):
         kwargs.pop("_publish_batch", None)
+        started = monotonic()
         self._script("put", queue, [self._step_index(message) + 1, dumps(message)], wait_kind="publish")
+        metrics.timing("broker.publish", monotonic() - started)
 
     def _get(self, queue, timeout=None, deadline=None, no_ack=None):
         no_ack = queue in self._noack_queues if no_ack is None else no_ack
@@ -184,6 +188,7 @@ class Channel(virtual.Channel):
         redelivered = item[:1] == scripts.REDELIVERED
         message = loads(item[1:] if redelivered else item)
         if redelivered:  # as kombu's redis transport marks a restored message
+            metrics.incr("broker.redelivered", queue=queue)
             message.setdefault("headers", {})["redelivered"] = True
             message.setdefault("properties", {}).setdefault("delivery_info", {})["redelivered"] = True
             message["redelivered"] = True

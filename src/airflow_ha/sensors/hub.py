@@ -22,6 +22,10 @@ Each shard group runs in two (or more) triggerer processes, its *replicas*: Airf
 whichever of them loads it first, so the waiters of one target may sit in both processes and the target
 is then poked once per interval by each (at most ``replicas`` pokes per interval, not one). Status
 records name the group (``shard-<g>``) and the process (its Airflow hostname, the triggerer job's).
+
+The hub reports ``sensors.*`` metrics (:mod:`airflow_ha.metrics`): waiting sensors and distinct targets of
+this pod (a gauge, every second while it has waiters, 0 when it has none), pokes, poke errors and the
+latency of each batch.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_ha import metrics
 from airflow_ha.sensors.pokers import Poker, PokeResult, get_poker
 from airflow_ha.sensors.status import FinishedSensor, PokeRecord, StatusStore
 from airflow_ha.settings import ENV_SHARD_ORDINAL, poke_timeout
@@ -48,6 +53,7 @@ log = logging.getLogger(__name__)
 
 MIN_INTERVAL = 0.2  # seconds; a floor so a mistaken poke_interval=0 cannot spin a shard
 POKE_THREADS = 32  # batches poked at once; a hung batch holds one until its call returns
+GAUGE_EVERY = 1.0  # seconds between the waiting/targets gauges of a hub with waiters
 
 
 def _next_tick(now: float, interval: float) -> float:
@@ -127,6 +133,8 @@ class PokeHub:
         self._executor = ThreadPoolExecutor(max_workers=POKE_THREADS, thread_name_prefix="airflow-ha-poke")
         self._unrecorded: list[PokeRecord] = []
         self._unrecorded_batches: Counter = Counter()
+        self._pod = socket.gethostname()  # metrics label: the pod name (the replica label may be its IP)
+        self._gauged_at = 0.0
 
     # -- waiters ---------------------------------------------------------------------------------
     async def wait_ready(
@@ -171,6 +179,7 @@ class PokeHub:
                 del entry.intervals[float(interval)]
             if not entry.intervals and self.entries.get(hashcode) is entry:
                 del self.entries[hashcode]
+                self._wake.set()  # the loop re-counts (and ends, reporting 0 waiting, when nothing is left)
 
     # -- the poke loop ---------------------------------------------------------------------------
     def _ensure_loop(self) -> None:
@@ -187,14 +196,23 @@ class PokeHub:
             due = [e for e in self._waiting() if e.next_due <= now]
             if due:
                 self.start_pokes(due)
+            if now - self._gauged_at >= GAUGE_EVERY:
+                self._gauge()
             await self._flush_status()
             pending = [e.next_due for e in self._waiting()]
             self._wake.clear()
             # nothing due: sleep until the next tick, or until a poke ends or a waiter comes (_wake)
             sleep = max(0.0, min(pending) - time.monotonic()) if pending else 0.5
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=sleep)
+                await asyncio.wait_for(self._wake.wait(), timeout=min(sleep, GAUGE_EVERY))
+        self._gauge()  # nothing waits here any more: 0, not the last count
         await self._flush_status()
+
+    def _gauge(self) -> None:
+        self._gauged_at = time.monotonic()
+        waiting = sum(e.waiters for e in self.entries.values())
+        metrics.gauge("sensors.waiting", waiting, shard=self.shard, pod=self._pod)
+        metrics.gauge("sensors.targets", len(self.entries), shard=self.shard, pod=self._pod)
 
     def start_pokes(self, due: list[Entry]) -> None:
         """Start one poke per group of the due entries (one ``poke_batch`` call each), each on its own."""
@@ -207,6 +225,7 @@ class PokeHub:
 
     async def _poke_group(self, group: tuple[str, Hashable], entries: list[Entry]) -> None:
         kind = group[0]
+        started = time.monotonic()
         call = asyncio.get_running_loop().run_in_executor(self._executor, self._call_poker, entries)
         try:
             try:
@@ -226,6 +245,7 @@ class PokeHub:
         finally:
             self._inflight.pop(group, None)
             self._wake.set()
+        metrics.timing("sensors.poke", time.monotonic() - started, kind=kind)
         self._apply(kind, entries, results)
 
     def _apply(self, kind: str, entries: list[Entry], results: list[PokeResult]) -> None:
@@ -255,6 +275,8 @@ class PokeHub:
                 entry.ready.set()
             entry.poked.set()
             entry.poked = asyncio.Event()
+        metrics.incr("sensors.pokes", len(entries), shard=self.shard, kind=kind)
+        metrics.incr("sensors.poke_errors", sum(1 for r in results if r.error), shard=self.shard, kind=kind)
         self._wake.set()
 
     async def _flush_status(self) -> None:

@@ -35,6 +35,7 @@ class PokeResult:
     error: bool = False  # the poke failed; poked again next interval unless permanent
     permanent: bool = False  # waiting cannot help (no such connection or table, no permission): fail the task
     slow: bool = False  # the poke did not return within the poke timeout (still running)
+    ready_since: float | None = None  # epoch seconds the target was there from, where the poker knows (mtime)
 
     @property
     def state(self) -> str:
@@ -128,10 +129,19 @@ class FilePoker(Poker):
             else:
                 found = [pattern] if pattern in names else []
             if found:
-                results.append(PokeResult(True, f"found {os.path.join(directory, found[0])}"))
+                path = os.path.join(directory, found[0])
+                results.append(PokeResult(True, f"found {path}", ready_since=_mtime(path)))
             else:
                 results.append(PokeResult(False, f"no {pattern} in {directory}"))
         return results
+
+
+def _mtime(path: str) -> float | None:
+    """When the marker was written (for the marker-to-success metric); None if it is already gone."""
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
 
 
 RETRYING = "poked again next interval"

@@ -24,6 +24,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
+from airflow_ha import metrics
 from airflow_ha.sensors.hub import get_hub
 from airflow_ha.sensors.status import FinishedSensor
 
@@ -87,6 +88,8 @@ class SmartSensorTrigger(BaseTrigger):
         result = waited.result
         if result.ready:
             self.log.info("%s is ready: %s", self.description, result.detail)
+            if result.ready_since is not None:
+                metrics.timing("sensors.marker_to_success", time.time() - result.ready_since, kind=self.kind)
             outcome = "success"
             if self.resume_on_success:  # Airflow runs no success callback for a task ended here
                 event = TriggerEvent({"status": "success", "description": self.description, "detail": result.detail})
