@@ -308,6 +308,7 @@ def node_lost(
         300,
         "every probe sensor deferred",
         interval=2,
+        explain=lambda: _states_explained(backend, sensors, workload),
     )
     backend.avoid_nodes = {target}  # API and DB forwards go to pods elsewhere before the node goes
     backend.reconnect()
@@ -382,6 +383,20 @@ def node_lost(
     ]
     result.scenario = f"node-lost-{target}"
     return result
+
+
+def _states_explained(backend: KubernetesBackend, *workloads: Workload) -> str:
+    """Where the tasks of ``workloads`` are (state x queue x hostname counts), for a wait that ran out."""
+    lines = []
+    for w in workloads:
+        marks, params = w._in_runs()
+        rows = backend.sql(
+            "SELECT state, queue, hostname, COUNT(*) FROM task_instance"
+            f" WHERE dag_id = %s AND run_id IN ({marks}) GROUP BY state, queue, hostname",
+            (w.dag_id, *params),
+        )
+        lines.append(f"{w.dag_id} {w.runs}: " + ", ".join(f"{s}/{q}/{h or '-'}: {n}" for s, q, h, n in rows))
+    return "\n".join(lines)
 
 
 # -- split brain ----------------------------------------------------------------------------------------

@@ -1,0 +1,193 @@
+"""Metrics as an operator sees them: Debian's Prometheus, beside the cluster, scrapes the release's
+statsd-exporter (through ``kubectl port-forward svc/<release>-statsd 9102``, every second) while a Redis
+master pod is killed under Airflow's own publishing and the sensor-shard pod holding a DAG run's smart
+sensors is deleted. The failover and the takeover must show in the series Prometheus stored, and a plot of
+those series is written to the results folder (``metrics-failover.png``)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.harness.failover import scenarios
+from tests.harness.failover.kubernetes import KubernetesBackend, PortForward
+from tests.harness.servers.process import ServerStartError
+from tests.harness.servers.prometheus import Prometheus
+from tests.harness.waiting import wait_until
+from tests.k8s.conftest import KUBECTL, admin_password, record
+
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800)]
+
+SERIES: dict[str, tuple[float, float]] = {}  # what the plot shows: name -> (start, end) of its event
+
+
+@pytest.fixture(scope="module")
+def backend(kube, release):
+    _user, password = admin_password(kube, release)
+    backend = KubernetesBackend(release.namespace, release.name, KUBECTL, password)
+    try:
+        backend.recover()
+        backend.wait_healthy(600)
+        wait_until(
+            lambda: {scenarios.PROBE_DAG, scenarios.SENSOR_PROBE_DAG} <= backend.api.dag_ids(),
+            600,
+            "the probe DAGs to be parsed",
+            interval=5,
+        )
+        backend.api.unpause(scenarios.PROBE_DAG)
+        backend.api.unpause(scenarios.SENSOR_PROBE_DAG)
+        yield backend
+    finally:
+        backend.close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(kube, release, tmp_path_factory, results_dir):
+    statsd = f"svc/{release.name}-statsd"
+    named = f"metadata.name={release.name}-statsd"
+    if not kube.core.list_namespaced_service(release.namespace, field_selector=named).items:
+        pytest.skip(f"the release has no {statsd} (metrics.enabled is off)")
+    forward = PortForward(KUBECTL, release.namespace, lambda: statsd, 9102)
+    host, port = forward.address()
+    server = Prometheus(tmp_path_factory.mktemp("prometheus"), targets=[f"{host}:{port}"])
+    try:
+        server.start()
+    except ServerStartError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    try:
+        scraping = lambda: server.scalar('up{job="airflow-ha"}') == 1  # noqa: E731
+        wait_until(scraping, 60, "Prometheus scraping the exporter", interval=1)
+        yield server
+        _plot(server, results_dir)
+    finally:
+        server.stop()
+        forward.close()
+
+
+def test_airflows_own_metrics_reach_prometheus(prometheus, backend):
+    """Airflow's StatsD through the chart's mapping: the schedulers' heartbeats, task finishes by DAG."""
+    run = backend.api.trigger(scenarios.PROBE_DAG, f"metrics-{int(time.time())}", conf={"seconds": 0.2})
+    assert backend.api.wait_for_runs([(scenarios.PROBE_DAG, run)], 600)[(scenarios.PROBE_DAG, run)] == "success"
+    finished = wait_until(
+        lambda: prometheus.scalar(f'sum(airflow_ti_finish_total{{dag_id="{scenarios.PROBE_DAG}",state="success"}})'),
+        60,
+        "ha_probe task finishes in Prometheus",
+        interval=1,
+    )
+    assert prometheus.scalar("sum(rate(airflow_scheduler_heartbeat_total[30s]))") > 0
+    record("Airflow metrics in Prometheus", f"{finished:.0f} ha_probe task finishes counted, schedulers heartbeating")
+
+
+def test_a_redis_master_failover_is_in_the_broker_series(prometheus, backend):
+    changes_before = prometheus.scalar("sum(airflow_ha_broker_master_changes_total)")
+    stalls_before = prometheus.scalar("sum(airflow_ha_broker_stall_seconds_count)")
+    workload = scenarios.Workload(backend, "metrics-redis", seconds=0.5)
+    workload.trigger(2)
+    wait_until(lambda: workload.succeeded(workload.runs) > 0, 300, "probe tasks flowing before the kill", interval=2)
+    victim = backend.redis_master_for_queue("default")
+    killed = time.time()
+    backend.kill("redis", victim)
+    serving = backend.wait_redis_serving(victim, 180)
+    workload.trigger(1)  # published through the new master
+    states = backend.api.wait_for_runs([(scenarios.PROBE_DAG, r) for r in workload.runs], 900)
+    assert set(states.values()) == {"success"}, states
+
+    def seen() -> bool:
+        return prometheus.scalar("sum(airflow_ha_broker_master_changes_total)") > changes_before
+
+    wait_until(seen, 120, "the master change in airflow_ha_broker_master_changes_total", interval=2)
+    seen_after = time.time() - killed
+    changes = prometheus.scalar("sum(airflow_ha_broker_master_changes_total)") - changes_before
+    stalls = prometheus.scalar("sum(airflow_ha_broker_stall_seconds_count)") - stalls_before
+    retries = prometheus.query("sum by (error) (increase(airflow_ha_broker_retries_total[10m]))")
+    by_error = ", ".join(f"{metric.get('error', '?')}: {value:.0f}" for metric, value in retries if value)
+    promoted = f"replica {serving} promoted" if serving != victim else "it came back"
+    SERIES["redis master killed"] = (killed, time.time())
+    record(
+        "Redis failover in Prometheus",
+        f"killed {victim} ({promoted}); {changes:.0f} process(es) saw the master change, {stalls:.0f} "
+        f"command(s) stalled and retried ({by_error}); in the series within {seen_after:.0f} s (scraped every 1 s)",
+    )
+
+
+def test_a_lost_shard_pod_and_its_takeover_are_in_the_sensor_series(prometheus, backend):
+    workload = scenarios.Workload(
+        backend, "metrics-shard", seconds=0.0, dag_id=scenarios.SENSOR_PROBE_DAG, task_pattern="wait\\_%",
+        tasks_per_run=scenarios.SENSORS_PER_RUN,
+    )  # fmt: skip
+    (run,) = workload.trigger(1)
+    waiting = "airflow_ha_sensors_waiting"
+    wait_until(
+        lambda: prometheus.scalar(f"sum({waiting})") >= scenarios.SENSORS_PER_RUN,
+        300,
+        f"{scenarios.SENSORS_PER_RUN} waiting sensors in airflow_ha_sensors_waiting",
+        interval=2,
+    )
+    holders = {m["pod"]: (m["shard"], v) for m, v in prometheus.query(f"{waiting} > 0")}
+    pod, (shard, held) = max(holders.items(), key=lambda item: item[1][1])
+    killed = time.time()
+    backend.kill("sensor-shard", pod)
+
+    def taken_over() -> float | None:
+        """What the group's other pods hold, once the killed pod's series is gone (the exporter drops a
+        silent pod's gauge after its 10 s ttl)."""
+        series = {m["pod"]: v for m, v in prometheus.query(f'airflow_ha_sensors_waiting{{shard="{shard}"}}')}
+        others = sum(v for p, v in series.items() if p != pod)
+        return others if pod not in series and others >= held else None
+
+    holding = wait_until(taken_over, 300, f"{shard}'s other pods to hold {pod}'s {held:.0f} sensors", interval=2)
+    takeover = time.time() - killed
+    backend.api.set_variable(f"{scenarios.SENSOR_RELEASE_PREFIX}/{run}", "go")
+    states = backend.api.wait_for_runs([(scenarios.SENSOR_PROBE_DAG, run)], 600)
+    assert set(states.values()) == {"success"}, states
+    wait_until(lambda: prometheus.scalar(f"sum({waiting})") == 0, 120, "no sensor waiting any more", interval=2)
+    SERIES["sensor-shard pod deleted"] = (killed, time.time())
+    record(
+        "sensor-shard loss in Prometheus",
+        f"deleted {pod} holding {held:.0f} of {scenarios.SENSORS_PER_RUN} sensors ({shard}); the group's other "
+        f"pod showed {holding:.0f} waiting {takeover:.0f} s later (threshold 20 s; the exporter drops a silent "
+        "pod's gauge after 10 s), then all succeeded",
+    )
+
+
+def _plot(prometheus: Prometheus, results_dir) -> None:
+    """metrics-failover.png: the two events as the series show them (needs matplotlib, a dev dependency)."""
+    if not SERIES:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        record("metrics plot", "skipped: matplotlib is not installed")
+        return
+    start = min(s for s, _ in SERIES.values()) - 60
+    end = max(e for _, e in SERIES.values()) + 10
+    panels = [
+        ("master changes seen (cumulative)", "sum(airflow_ha_broker_master_changes_total)", None),
+        ("broker commands retried per second", "sum(rate(airflow_ha_broker_retries_total[15s]))", None),
+        ("tasks finished per second", "sum(rate(airflow_ti_finish_total[15s]))", None),
+        ("smart sensors waiting, by pod", "sum by (pod) (airflow_ha_sensors_waiting)", "pod"),
+    ]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.4 * len(panels)), sharex=True)
+    for ax, (title, promql, label) in zip(axes, panels, strict=True):
+        for metric, values in prometheus.range(promql, start, end, step=2):
+            name = metric.get(label, "") if label else None
+            ax.plot([t - start for t, _ in values], [v for _, v in values], label=name)
+        for name, (t0, _t1) in SERIES.items():
+            ax.axvline(t0 - start, color="red", linestyle="--", linewidth=1)
+            if ax is axes[0]:
+                ax.annotate(name, (t0 - start, 0), rotation=90, fontsize=7, color="red", va="bottom")
+        ax.set_title(title, fontsize=9)
+        if label:
+            ax.legend(fontsize=6, loc="upper left")
+    axes[-1].set_xlabel("seconds")
+    fig.tight_layout()
+    out = results_dir / "metrics-failover.png"
+    fig.savefig(out, dpi=90)
+    record("metrics plot", str(out))
