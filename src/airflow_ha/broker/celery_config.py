@@ -23,6 +23,13 @@ register()
 from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG  # noqa: E402
 
 RESULT_STORE_RETRIES = 20
+# Celery retries a publish that met a connection error (a refused WAIT is one: ReplicationWaitError) 3 times
+# in 0.6 s by default, then Airflow's CeleryExecutor fails the task at once: its own publish retries
+# ([celery] task_publish_max_retries) only follow a timeout. A replica slow to acknowledge for a few seconds
+# (a loaded node, the resync after a partition) failed a DAG run's task that way on the 3-node cluster.
+# Retry for up to a minute, 1 s apart at most: past [celery] operation_timeout (the chart's 15 s) the send
+# times out and Airflow sends it again, task_publish_max_retries times, before it gives up on the task.
+PUBLISH_RETRY_POLICY = {"max_retries": 60, "interval_start": 0, "interval_step": 0.2, "interval_max": 1.0}
 
 
 def build(base: dict) -> dict:
@@ -42,6 +49,7 @@ def build(base: dict) -> dict:
     # at most 10 s apart) for about a minute instead.
     config.setdefault("result_backend_always_retry", True)
     config.setdefault("result_backend_max_retries", RESULT_STORE_RETRIES)
+    config.setdefault("task_publish_retry_policy", dict(PUBLISH_RETRY_POLICY))
     return config
 
 

@@ -491,6 +491,12 @@ class Transport(virtual.Transport):
         OSError,
     )
     channel_errors = (*virtual.Transport.channel_errors, rexc.ResponseError, rexc.DataError)
+    # The same errors kombu assumes recoverable for a transport that does not say (connection_errors +
+    # channel_errors; no channel-level recovery), said explicitly: kombu's ``ensure`` (Celery's publish
+    # with its retry policy) then retries up to the policy's max_retries. Without them it gives up after one
+    # reconnect, so a publish the WAIT policy refused twice in a row failed its Airflow task at once.
+    recoverable_connection_errors = (*connection_errors, *channel_errors)
+    recoverable_channel_errors = ()
 
     def __init__(self, client, **kwargs):
         self.url = self._url_of(client)

@@ -8,6 +8,9 @@ the publisher was told "ok" for messages the new master never had: lost. With ``
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from kombu import Connection, Consumer, Producer, Queue
 
@@ -94,3 +97,41 @@ def test_policy_auto_refuses_only_when_a_connected_replica_is_silent(own_cluster
             producer.publish({"i": 2}, routing_key=QUEUE)  # unprotected, but not refused
         finally:
             replica.thaw()
+
+
+def test_a_publish_refused_while_a_replica_is_silent_is_sent_again_until_it_is_accepted(own_cluster):
+    """Airflow's CeleryExecutor fails a task whose publish raised (only a timeout is sent again). A replica
+    silent for 8 s (a loaded node, the resync after a partition) makes the WAIT policy refuse every try
+    meanwhile; with the publish retry policy of airflow_ha.broker.celery_config (what the chart's Airflow
+    runs) and the transport's recoverable errors, the publish goes through once the replica answers. (kombu
+    gave up after one reconnect before: the 3-node cluster lost a DAG run's task to two refusals in a row.)"""
+    from celery import Celery
+
+    from airflow_ha.broker.celery_config import PUBLISH_RETRY_POLICY
+
+    cluster = own_cluster
+    wait_replicas_in_sync(cluster)
+    opts = {"replication_wait_replicas": 1, "replication_wait_timeout_ms": 300, "replication_wait_policy": "auto"}
+    master = cluster.master_for_slot(keys.queue_slot(QUEUE))
+    (replica,) = cluster.replicas_of(master)
+    celery = Celery("publisher", broker=cluster.url(), set_as_current=False)
+    celery.conf.update(broker_transport_options=opts, task_ignore_result=True)
+    celery.conf.task_publish_retry_policy = PUBLISH_RETRY_POLICY
+    silent_for = 8.0
+    replica.freeze()
+    thaw = threading.Timer(silent_for, replica.thaw)
+    thaw.start()
+    started = time.monotonic()
+    try:
+        celery.send_task("brokerapp.record", queue=QUEUE)
+        took = time.monotonic() - started
+    finally:
+        thaw.join()
+        replica.thaw()
+    assert took >= silent_for - 0.5, f"accepted after {took:.1f} s while the replica was silent: nothing refused"
+    print(f"\npublish refused while the replica was silent, accepted {took:.1f} s later (retried)")
+    with Connection(cluster.url(), transport_options=opts) as conn:
+        got = []
+        with Consumer(conn, [Queue(QUEUE)], callbacks=[lambda body, m: (got.append(m), m.ack())]):
+            drain_until(conn, lambda: len(got) >= 1, 20)
+    assert got, "the accepted publish is not in the queue"

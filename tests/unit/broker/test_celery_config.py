@@ -23,7 +23,9 @@ print(json.dumps({"alias": TRANSPORT_ALIASES.get("rediscluster"), "broker_url": 
                   "acks_late": app.conf.task_acks_late, "backend": CELERY_CONFIG["result_backend"],
                   # celery.backends.database keeps these only when set (else its own 3 quick retries)
                   "store_retries": [app.conf.value_set_for("result_backend_max_retries"),
-                                    app.conf.result_backend_max_retries, app.conf.result_backend_always_retry]}))
+                                    app.conf.result_backend_max_retries, app.conf.result_backend_always_retry],
+                  "publish_retry_policy": app.conf.task_publish_retry_policy,
+                  "recoverable": [e.__name__ for e in conn.recoverable_connection_errors]}))
 """
 
 
@@ -75,3 +77,14 @@ def test_a_result_store_outlasts_a_database_failover(tmp_path):
     from airflow_ha.broker.celery_config import RESULT_STORE_RETRIES
 
     assert load(tmp_path)["store_retries"] == [True, RESULT_STORE_RETRIES, True]
+
+
+def test_airflows_publish_outlasts_a_replica_slow_to_acknowledge(tmp_path):
+    """Airflow's own Celery app retries a refused publish (the WAIT policy's) for up to a minute, and kombu
+    keeps to that policy for this transport (it stops after one reconnect for a transport that does not say
+    which errors are recoverable)."""
+    from airflow_ha.broker.celery_config import PUBLISH_RETRY_POLICY
+
+    loaded = load(tmp_path)
+    assert loaded["publish_retry_policy"] == PUBLISH_RETRY_POLICY
+    assert "BrokerUnavailable" in loaded["recoverable"]  # ReplicationWaitError is one
