@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from airflow_ha import metrics
+from tests.conftest import _unavailable
 from tests.harness.servers.process import ServerStartError
 from tests.harness.servers.statsd_exporter import StatsdExporter
 
@@ -21,9 +20,7 @@ def exporter(tmp_path, monkeypatch):
     try:
         server.start()
     except ServerStartError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+        _unavailable(exc)
     for key, value in server.statsd_env().items():
         monkeypatch.setenv(key, value)
     metrics._backend.reset()

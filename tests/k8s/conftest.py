@@ -24,14 +24,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.harness.failover import scenarios
 from tests.harness.failover.api import AirflowAPI
-from tests.harness.failover.kubernetes import PortForward
+from tests.harness.failover.kubernetes import KubernetesBackend, PortForward
 from tests.harness.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -298,3 +300,24 @@ def api(kube: Kube, release: Release, port_forward: PortForward) -> AirflowAPI:
     """The REST API as the failover suite uses it: JWT login, retried through a replaced forward."""
     user, password = admin_password(kube, release)
     return AirflowAPI("", base_url_for=port_forward.url, reconnect=port_forward.close, username=user, password=password)
+
+
+@contextmanager
+def probe_backend(kube: Kube, rel: Release) -> Iterator[KubernetesBackend]:
+    """The release as the failover suite drives it: settled (recovered, every pod healthy), the probe DAGs
+    parsed and ``ha_probe`` unpaused; closed (its port-forwards) afterwards."""
+    _user, password = admin_password(kube, rel)
+    backend = KubernetesBackend(rel.namespace, rel.name, KUBECTL, password)
+    try:
+        backend.recover()
+        backend.wait_healthy(600)
+        wait_until(
+            lambda: {scenarios.PROBE_DAG, scenarios.SENSOR_PROBE_DAG} <= backend.api.dag_ids(),
+            600,
+            "the probe DAGs to be parsed",
+            interval=5,
+        )
+        backend.api.unpause(scenarios.PROBE_DAG)
+        yield backend
+    finally:
+        backend.close()

@@ -9,31 +9,18 @@ from __future__ import annotations
 import pytest
 
 from tests.harness.failover import nodes, scenarios
-from tests.harness.failover.kubernetes import KubernetesBackend
 from tests.harness.failover.report import markdown_table, write_results
-from tests.harness.waiting import wait_until
-from tests.k8s.conftest import KUBECTL, REPO_ROOT, admin_password
+from tests.k8s.conftest import REPO_ROOT, probe_backend
 
 RESULTS: list = []
 
 
 @pytest.fixture(scope="module")
 def k8s_backend(kube, release, results_dir):
-    _user, password = admin_password(kube, release)
-    backend = KubernetesBackend(release.namespace, release.name, KUBECTL, password)
     try:
-        backend.recover()
-        backend.wait_healthy(600)
-        wait_until(
-            lambda: {scenarios.PROBE_DAG, scenarios.SENSOR_PROBE_DAG} <= backend.api.dag_ids(),
-            600,
-            "the probe DAGs to be parsed",
-            interval=5,
-        )
-        backend.api.unpause(scenarios.PROBE_DAG)
-        yield backend
+        with probe_backend(kube, release) as backend:
+            yield backend
     finally:
-        backend.close()
         if RESULTS:
             print("\n" + markdown_table(RESULTS))
             print(f"results: {write_results(RESULTS, results_dir, 'kubernetes')}")

@@ -6,17 +6,17 @@ those series is written to the results folder (``metrics-failover.png``)."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
+from tests.conftest import _unavailable
 from tests.harness.failover import scenarios
-from tests.harness.failover.kubernetes import KubernetesBackend, PortForward
+from tests.harness.failover.kubernetes import PortForward
 from tests.harness.servers.process import ServerStartError
 from tests.harness.servers.prometheus import Prometheus
 from tests.harness.waiting import wait_until
-from tests.k8s.conftest import KUBECTL, admin_password, record
+from tests.k8s.conftest import KUBECTL, probe_backend, record
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800)]
 
@@ -25,22 +25,9 @@ SERIES: dict[str, tuple[float, float]] = {}  # what the plot shows: name -> (sta
 
 @pytest.fixture(scope="module")
 def backend(kube, release):
-    _user, password = admin_password(kube, release)
-    backend = KubernetesBackend(release.namespace, release.name, KUBECTL, password)
-    try:
-        backend.recover()
-        backend.wait_healthy(600)
-        wait_until(
-            lambda: {scenarios.PROBE_DAG, scenarios.SENSOR_PROBE_DAG} <= backend.api.dag_ids(),
-            600,
-            "the probe DAGs to be parsed",
-            interval=5,
-        )
-        backend.api.unpause(scenarios.PROBE_DAG)
+    with probe_backend(kube, release) as backend:
         backend.api.unpause(scenarios.SENSOR_PROBE_DAG)
         yield backend
-    finally:
-        backend.close()
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +42,7 @@ def prometheus(kube, release, tmp_path_factory, results_dir):
     try:
         server.start()
     except ServerStartError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+        _unavailable(exc)
     try:
         scraping = lambda: server.scalar('up{job="airflow-ha"}') == 1  # noqa: E731
         wait_until(scraping, 60, "Prometheus scraping the exporter", interval=1)
