@@ -192,6 +192,7 @@ def _plot(prometheus: Prometheus, results_dir) -> None:
             ax.legend(fontsize=6, loc="upper left")
     axes[-1].set_xlabel("seconds")
     fig.tight_layout()
+    results_dir.mkdir(parents=True, exist_ok=True)
     out = results_dir / "metrics-failover.png"
     fig.savefig(out, dpi=90)
     record("metrics plot", str(out))
