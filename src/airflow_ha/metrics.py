@@ -106,20 +106,21 @@ def label(value: object) -> str:
 
 
 class _Backend:
-    """Airflow's stats logger for this process, made once per process (a forked child makes its own)."""
+    """Airflow's stats logger for this process, made on first use; a forked child makes its own (as Airflow's
+    own stats module does), so no call on the publish path asks for the pid."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pid: int | None = None
+        self._made = False
         self._logger = None
 
     def get(self):
-        if self._pid == os.getpid():
+        if self._made:
             return self._logger
         with self._lock:
-            if self._pid != os.getpid():
+            if not self._made:
                 self._logger = self._make()
-                self._pid = os.getpid()
+                self._made = True
         return self._logger
 
     @staticmethod
@@ -135,11 +136,12 @@ class _Backend:
             return None
 
     def reset(self) -> None:
-        with self._lock:
-            self._pid, self._logger = None, None
+        self._lock = threading.Lock()  # a lock held by another thread at fork time stays held in the child
+        self._made, self._logger = False, None
 
 
 _backend = _Backend()
+os.register_at_fork(after_in_child=_backend.reset)
 
 
 def _stat(name: str, labels: dict[str, object], kind: str) -> tuple[str, dict[str, str]]:

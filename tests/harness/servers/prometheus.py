@@ -11,13 +11,13 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.harness.servers.process import ServerStartError, free_port, log_tail, stop_process
+from tests.harness.waiting import wait_until
 
 CACHE = Path(os.environ.get("AIRFLOW_HA_CACHE", Path.home() / ".cache" / "airflow-ha")) / "prometheus"
 
@@ -73,17 +73,19 @@ class Prometheus:
         ]  # fmt: skip
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise ServerStartError(f"Prometheus did not become ready:\n{log_tail(self.log)}")
-            time.sleep(0.3)
+        try:
+            wait_until(self._ready, 60, f"Prometheus ready on {self.url}", interval=0.3)
+        except TimeoutError as exc:
+            raise ServerStartError(f"{exc}\n{log_tail(self.log)}") from exc
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise ServerStartError(f"Prometheus exited:\n{log_tail(self.log)}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
 
     @property
     def url(self) -> str:

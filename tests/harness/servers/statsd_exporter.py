@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,15 +76,19 @@ class StatsdExporter:
         ]  # fmt: skip
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.scrape()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise ServerStartError(f"statsd_exporter did not start:\n{log_tail(self.log)}") from None
-                time.sleep(0.1)
+        try:
+            wait_until(self._answers, 30, f"statsd_exporter on 127.0.0.1:{self.web_port}", interval=0.1)
+        except TimeoutError as exc:
+            raise ServerStartError(f"{exc}\n{log_tail(self.log)}") from exc
+
+    def _answers(self) -> bool:
+        if self.proc.poll() is not None:
+            raise ServerStartError(f"statsd_exporter exited:\n{log_tail(self.log)}")
+        try:
+            self.scrape()
+        except OSError:
+            return False
+        return True
 
     def scrape(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5) as resp:
