@@ -119,6 +119,9 @@ component: {{ .component }}
 {{- define "airflow-ha.secret.mysql" -}}{{ include "airflow-ha.fullname" . }}-mysql-passwords{{- end }}
 {{- define "airflow-ha.secret.connections" -}}{{ include "airflow-ha.fullname" . }}-connections{{- end }}
 {{- define "airflow-ha.secret.admin" -}}{{ include "airflow-ha.fullname" . }}-admin-password{{- end }}
+{{- define "airflow-ha.secret.logStore" -}}{{ include "airflow-ha.fullname" . }}-log-store{{- end }}
+{{- define "airflow-ha.logStore.fullname" -}}{{ include "airflow-ha.fullname" . }}-log-store{{- end }}
+{{- define "airflow-ha.logStore.headless" -}}{{ include "airflow-ha.fullname" . }}-log-store-headless{{- end }}
 
 {{/* Number of Redis pods: masters * (1 + replicasPerMaster). */}}
 {{- define "airflow-ha.redis.nodeCount" -}}
@@ -232,6 +235,8 @@ redisPassword: [{{ include "airflow-ha.secret.redis" . }}, password]
 mysqlPassword: [{{ include "airflow-ha.secret.mysql" . }}, mysql-password]
 mysqlRootPassword: [{{ include "airflow-ha.secret.mysql" . }}, mysql-root-password]
 mysqlRecoveryPassword: [{{ include "airflow-ha.secret.mysql" . }}, mysql-recovery-password]
+logStoreAccessKey: [{{ include "airflow-ha.secret.logStore" . }}, access-key-id]
+logStoreSecretKey: [{{ include "airflow-ha.secret.logStore" . }}, secret-access-key]
 {{- end }}
 
 {{/* "true" when the chart generates this secret: (dict "root" $ "secret" KEY) */}}
@@ -406,6 +411,7 @@ key: {{ .Values.database.external.passwordSecret.key }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- include "airflow-ha.remoteLogsEnv" . }}
 {{- if not (hasKey (.Values.config.dag_processor | default dict) "dag_bundle_config_list") }}
 - name: AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST
   value: {{ include "airflow-ha.dagBundles" . | quote }}
@@ -497,6 +503,69 @@ key: {{ .Values.database.external.passwordSecret.key }}
 {{- $_ := set $conn "extra" $extra }}
 {{- end }}
 {{- toJson $conn }}
+{{- end }}
+
+{{/* "true" when the release runs its own log store (remote logs without an external store). */}}
+{{- define "airflow-ha.logStore.enabled" -}}
+{{- if and .Values.remoteLogs.enabled (not .Values.remoteLogs.external.enabled) }}true{{ end -}}
+{{- end }}
+
+{{/* The S3 endpoint of the release's log store. */}}
+{{- define "airflow-ha.logStore.endpoint" -}}
+{{- printf "http://%s:%d" (include "airflow-ha.logStore.fullname" .) (int .Values.logStore.s3Port) -}}
+{{- end }}
+
+{{/* The log store's connection (JSON, AIRFLOW_CONN_<remoteLogs.connId>): the key pair as $(VAR) references
+     the kubelet expands (checked JSON-safe by wait-for-migrations), path-style addressing (the Service name
+     is no bucket domain), and client timeouts that fail over to another pod within seconds instead of
+     botocore's 60 s connect timeout on a pod whose node is gone. */}}
+{{- define "airflow-ha.logStoreConnection" -}}
+{{- $config := dict "connect_timeout" 3 "read_timeout" 20 "retries" (dict "mode" "standard" "max_attempts" 10) "s3" (dict "addressing_style" "path") }}
+{{- $extra := dict "endpoint_url" (include "airflow-ha.logStore.endpoint" .) "region_name" "us-east-1" "config_kwargs" $config }}
+{{- toJson (dict "conn_type" "aws" "login" "$(AIRFLOW_HA_LOG_STORE_ACCESS_KEY)" "password" "$(AIRFLOW_HA_LOG_STORE_SECRET_KEY)" "extra" $extra) }}
+{{- end }}
+
+{{/* The log store's key pair as env (Airflow pods and the store's own). */}}
+{{- define "airflow-ha.logStoreKeysEnv" -}}
+- name: AIRFLOW_HA_LOG_STORE_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      {{- include "airflow-ha.secretKeyRef" (dict "root" . "secret" "logStoreAccessKey") | nindent 6 }}
+- name: AIRFLOW_HA_LOG_STORE_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      {{- include "airflow-ha.secretKeyRef" (dict "root" . "secret" "logStoreSecretKey") | nindent 6 }}
+{{- end }}
+
+{{/* Airflow's remote logging (remoteLogs): [logging] remote_* (config.logging wins) and the connection. */}}
+{{- define "airflow-ha.remoteLogsEnv" -}}
+{{- $r := .Values.remoteLogs }}
+{{- if $r.enabled }}
+{{- if not (regexMatch "^[A-Za-z0-9_]+$" $r.connId) }}
+{{- fail (printf "remoteLogs.connId must be letters, digits and _ (it names the env var AIRFLOW_CONN_<ID>), not %q" $r.connId) }}
+{{- end }}
+{{- $set := .Values.config.logging | default dict }}
+{{- $logging := dict "remote_logging" "True" "remote_base_log_folder" $r.baseFolder "remote_log_conn_id" $r.connId }}
+{{- range $key := list "remote_logging" "remote_base_log_folder" "remote_log_conn_id" }}
+{{- if not (hasKey $set $key) }}
+- name: {{ printf "AIRFLOW__LOGGING__%s" (upper $key) }}
+  value: {{ get $logging $key | quote }}
+{{- end }}
+{{- end }}
+{{- if $r.external.enabled }}
+{{- with $r.external.connectionSecret }}
+{{- if .name }}
+- name: {{ printf "AIRFLOW_CONN_%s" (upper $r.connId) }}
+  valueFrom:
+    secretKeyRef: {name: {{ .name | quote }}, key: {{ .key | quote }}}
+{{- end }}
+{{- end }}
+{{- else }}
+{{- include "airflow-ha.logStoreKeysEnv" . | nindent 0 }}
+- name: {{ printf "AIRFLOW_CONN_%s" (upper $r.connId) }}
+  value: {{ include "airflow-ha.logStoreConnection" . | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Where the git bundle's ssh key (and known_hosts) are mounted. */}}

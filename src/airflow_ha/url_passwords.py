@@ -3,8 +3,8 @@ so they reach the URL unencoded: a character with a meaning in a URL (``@ : / % 
 point Airflow at another host or user. Generated passwords are letters and digits; a Secret of the user's
 (``secrets.*``, ``database.external.passwordSecret``) is checked here, in every Airflow pod's
 ``wait-for-migrations`` init container, so the pod stops with the cause instead of failing to connect.
-The git credentials of ``dags.git`` go the same way into the JSON of the bundle's Airflow connection, where a
-quote, a backslash or a control character would end the string early.
+The git credentials of ``dags.git`` and the log store's key pair (``remoteLogs``) go the same way into the JSON of
+an Airflow connection, where a quote, a backslash or a control character would end the string early.
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ URL_PASSWORDS = {
 JSON_SECRETS = {
     "AIRFLOW_HA_GIT_USERNAME": "dags.git.credentialsSecret (its usernameKey)",
     "AIRFLOW_HA_GIT_TOKEN": "dags.git.credentialsSecret (its tokenKey)",
+    "AIRFLOW_HA_LOG_STORE_ACCESS_KEY": "secrets.logStoreAccessKey",
+    "AIRFLOW_HA_LOG_STORE_SECRET_KEY": "secrets.logStoreSecretKey",
 }
 
 
 def unsafe_embedded_secrets(env: Mapping[str, str] = os.environ) -> list[str]:
-    """Every problem of the secrets the chart embeds into other strings (URLs, the git connection's JSON)."""
+    """Every problem of the secrets the chart embeds into other strings (URLs, connections' JSON)."""
     return unsafe_url_passwords(env) + unsafe_json_secrets(env)
 
 
@@ -46,7 +48,7 @@ def _json_unsafe(value: str) -> str | None:
     if any(ch in '"\\' or ord(ch) < 0x20 for ch in value):
         return (
             "contains a quote, a backslash or a control character (a trailing newline?); the chart puts it into "
-            "the git connection's JSON unescaped"
+            "an Airflow connection's JSON unescaped"
         )
     return None
 

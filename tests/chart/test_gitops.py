@@ -12,7 +12,7 @@ from tests.chart.conftest import VALUES_DIR, RenderError, helm_template
 
 pytestmark = pytest.mark.chart
 
-USER_SECRETS = {"airflow-ha-keys", "airflow-ha-redis", "airflow-ha-mysql"}
+USER_SECRETS = {"airflow-ha-keys", "airflow-ha-redis", "airflow-ha-mysql", "airflow-ha-log-store"}
 
 
 def secret_refs(objects: list[dict]) -> set[tuple[str, str]]:

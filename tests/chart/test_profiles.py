@@ -20,6 +20,7 @@ def test_kubeone_profile(render):
         "airflow-ha/mysql:9.7",
         "airflow-ha/haproxy:2.6",
         "airflow-ha/statsd-exporter:0.31.0",
+        "airflow-ha/seaweedfs:4.53",
     }
     for name, spec in rendered.pod_specs():
         for c in spec.get("initContainers", []) + spec["containers"]:

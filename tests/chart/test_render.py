@@ -42,7 +42,7 @@ def test_every_object_labelled_with_the_release(render, values_file):
 
 def test_optional_parts_render_valid(render):
     rendered = render(None, "networkPolicies.enabled=true", "redis.reconciler.enabled=true")
-    assert len(rendered.of_kind("NetworkPolicy")) == 6
+    assert len(rendered.of_kind("NetworkPolicy")) == 7
     cron = rendered.get("CronJob", "airflow-ha-redis-reconciler")
     spec = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     # Periodic: a cluster in the middle of a failover is skipped (exit 0), the next run retries.

@@ -19,7 +19,7 @@ def test_every_pod_runs_as_non_root(render, values_file):
     for name, spec in render(values_file).pod_specs():
         sc = spec["securityContext"]
         assert sc.get("runAsNonRoot") is True, name
-        assert sc.get("runAsUser") in (50000, 999, 65534), name  # Airflow, the servers, statsd-exporter (nobody)
+        assert sc.get("runAsUser") in (50000, 999, 65534), name  # Airflow, the servers, statsd-exporter
         for c in spec.get("initContainers", []) + spec["containers"]:
             assert c["securityContext"]["allowPrivilegeEscalation"] is False, f"{name}/{c['name']}"
             if c["securityContext"].get("runAsUser") == 0:  # only the marker root's chown/setfacl, 2 capabilities

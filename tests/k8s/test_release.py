@@ -12,6 +12,7 @@ import time
 
 import pytest
 import requests
+from kubernetes.client.rest import ApiException
 
 from tests.harness.failover.api import AirflowAPI
 from tests.harness.failover.kubernetes import PortForward, condition_true, pod_ready
@@ -135,16 +136,38 @@ def test_dag_runs_on_celery_workers_and_log_is_readable(kube: Kube, release: Rel
     )
 
     ti = next(t for t in tis if t["state"] == "success")
-    resp = api.request(
-        "GET",
-        f"/api/v2/dags/{celery_dag}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{ti['try_number']}",
-        params={"full_content": "true", **({"map_index": ti["map_index"]} if ti.get("map_index", -1) >= 0 else {})},
-        headers={"Accept": "application/json"},
-    )
-    content = resp.json().get("content")
-    text = str(content)
-    assert content and ("Could not read served logs" not in text), f"task log not readable: {text[:1500]}"
+
+    def read_log() -> str:
+        resp = api.request(
+            "GET",
+            f"/api/v2/dags/{celery_dag}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{ti['try_number']}",
+            params={"full_content": "true", **({"map_index": ti["map_index"]} if ti.get("map_index", -1) >= 0 else {})},
+            headers={"Accept": "application/json"},
+        )
+        content = resp.json().get("content")
+        text = str(content)
+        assert content and ("Could not read served logs" not in text), f"task log not readable: {text[:1500]}"
+        return text
+
+    text = read_log()
     record("task log through the api-server", f"{ti['task_id']} on {ti['hostname']}: {len(text)} chars")
+    # remoteLogs: the finished task's log was uploaded to the release's log store and is read from there, so it
+    # outlives the worker pod that wrote it
+    assert "s3://airflow-logs/tasks/" in text, f"the log does not come from the log store: {text[:1500]}"
+    worker = ti["hostname"].split(".")[0]
+    old_uid = kube.core.read_namespaced_pod(worker, release.namespace).metadata.uid
+    kube.core.delete_namespaced_pod(worker, release.namespace, grace_period_seconds=0)
+
+    def replaced() -> bool:
+        try:
+            return kube.core.read_namespaced_pod(worker, release.namespace).metadata.uid != old_uid
+        except ApiException as exc:
+            return exc.status == 404
+
+    wait_until(replaced, 120, f"worker pod {worker} deleted", interval=1)
+    again = read_log()
+    assert "s3://airflow-logs/tasks/" in again and len(again) >= len(text) // 2, again[:1500]
+    record("task log after its worker pod was deleted", f"{len(again)} chars, from the log store")
 
 
 def test_invalid_values_fail_before_anything_is_created(kube: Kube, release: Release):

@@ -37,3 +37,13 @@ def test_the_embedded_check_covers_urls_and_json():
     env = {"AIRFLOW_HA_DB_PASSWORD": "a b", "AIRFLOW_HA_GIT_TOKEN": ""}
     problems = unsafe_embedded_secrets(env)
     assert [p.split()[0] for p in problems] == ["AIRFLOW_HA_DB_PASSWORD", "AIRFLOW_HA_GIT_TOKEN"]
+
+
+def test_a_log_store_key_that_would_break_the_connection_json_is_refused_unshown():
+    env = {"AIRFLOW_HA_LOG_STORE_ACCESS_KEY": "AKIAEXAMPLE", "AIRFLOW_HA_LOG_STORE_SECRET_KEY": 'wJalr\\XUtn"FEMI'}
+    (problem,) = unsafe_embedded_secrets(env)
+    assert problem.startswith("AIRFLOW_HA_LOG_STORE_SECRET_KEY (from the Secret named by secrets.logStoreSecretKey)")
+    assert "wJalr" not in problem
+    # AWS-style secret keys (letters, digits, + and /) go into JSON as they are
+    ok = {"AIRFLOW_HA_LOG_STORE_ACCESS_KEY": "AKIAEXAMPLE", "AIRFLOW_HA_LOG_STORE_SECRET_KEY": "wJalrXUtn/K7MDENG+bPx"}
+    assert unsafe_embedded_secrets(ok) == []

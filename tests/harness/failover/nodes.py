@@ -8,6 +8,8 @@ These need a cluster whose nodes can be switched off: ``../shared/kube`` (``stop
   waiting smart sensors are in flight. The replica elsewhere is promoted (no slot range is lost, which
   only holds because no master shares a node with its replica), the other scheduler keeps scheduling;
   then the node returns and the release must get back to full Redis redundancy with that placement.
+  Every probe task that ended before the stop has its log read through the api-server while the node is
+  down (remote task logs: the lost node's workers can no longer serve theirs).
 - :func:`split_brain`: cut off the node of a Redis master while publishers on both sides of the cut
   send numbered messages to a queue that master owns, for longer than the cluster's node timeout. The
   majority promotes the replica; the cut-off master keeps taking writes from its side until it notices.
@@ -318,6 +320,7 @@ def node_lost(
         for p in view.pods()
         if p.spec.node_name == target and "mysql" in (p.metadata.labels or {}).get("component", "")
     )
+    logged = wait_until(lambda: _ended_tasks(backend, workload), 120, "a probe task ended 10 s ago", interval=2)
     started = time.monotonic()
     nodes.stop(target)
     back = False
@@ -344,6 +347,7 @@ def node_lost(
         flowing = time.monotonic() - started
         wait_until(lambda: workload.succeeded(after) > 0, 600, "a run triggered after the node loss to run a task")
         ran = time.monotonic() - started
+        logs_note = _read_task_logs(backend, workload.dag_id, logged, on_node, started)
         time.sleep(max(0.0, down_seconds - (time.monotonic() - started)))
         down_for = time.monotonic() - started
         _bring_back(backend, nodes, target)
@@ -379,10 +383,69 @@ def node_lost(
         f"node back after {down_for:.0f}s; full redundancy with "
         f"correct placement {redundant:.0f}s after every run ended; {len(sensors.runs)} sensor runs "
         f"({sensor_result.tasks_expected} sensors) waited through it; database pods on it: "
-        f"{', '.join(database_pods) or 'none'}; all {committed} dag_run rows committed before the stop kept"
+        f"{', '.join(database_pods) or 'none'}; all {committed} dag_run rows committed before the stop kept; "
+        + logs_note
     ]
     result.scenario = f"node-lost-{target}"
     return result
+
+
+def _ended_tasks(backend: KubernetesBackend, workload: Workload) -> list[tuple[str, str, int, str]]:
+    """(run_id, task_id, try_number, hostname) of the probe tasks that ended at least 10 s ago: their task
+    supervisor has uploaded the log (it does so right after the task reports its state)."""
+    marks, params = ", ".join(["%s"] * len(workload.runs)), tuple(workload.runs)
+    rows = backend.sql(
+        "SELECT run_id, task_id, try_number, hostname FROM task_instance WHERE dag_id = %s"
+        f" AND run_id IN ({marks}) AND state = 'success' AND end_date < UTC_TIMESTAMP(6) - INTERVAL 10 SECOND",
+        (workload.dag_id, *params),
+    )
+    return [(run_id, task_id, int(try_number), hostname) for run_id, task_id, try_number, hostname in rows]
+
+
+def _read_task_logs(
+    backend: KubernetesBackend,
+    dag_id: str,
+    tasks: list[tuple[str, str, int, str]],
+    lost_pods: list[str],
+    stopped_at: float,
+) -> str:
+    """Read the log of every task in ``tasks`` through the api-server, as the UI does, while a node is down:
+    each must come from the remote log store and show what the task printed. Those that ran on the lost
+    node's workers could be read from nowhere else. Returns the figures for the scenario's notes."""
+    missing: dict[tuple[str, str], str] = {}
+
+    def readable(run_id: str, task_id: str, try_number: int) -> bool:
+        try:
+            text = backend.api.task_log(dag_id, run_id, task_id, try_number)
+        except Exception as exc:  # the api-server or the store failing over: read again
+            missing[(run_id, task_id)] = f"{type(exc).__name__}: {exc}"[:300]
+            return False
+        wanted = f"ha_probe executed ha_probe_execution/{run_id}/{task_id}/"
+        if wanted not in text or "s3://" not in text:
+            missing[(run_id, task_id)] = text[-600:]
+            return False
+        missing.pop((run_id, task_id), None)
+        return True
+
+    pending = list(tasks)
+
+    def all_read() -> bool:
+        pending[:] = [t for t in pending if not readable(t[0], t[1], t[2])]
+        return not pending
+
+    wait_until(
+        all_read,
+        180,
+        f"the logs of {len(tasks)} probe tasks through the api-server, from the log store",
+        interval=5,
+        explain=lambda: f"{len(pending)} unread, e.g. {next(iter(missing.items()), None)}",
+    )
+    from_lost = sum(1 for t in tasks if t[3] in lost_pods)
+    return (
+        f"task logs: all {len(tasks)} of the tasks ended before the stop read through the api-server from the "
+        f"log store ({from_lost} ran on the lost node's workers), all read {time.monotonic() - stopped_at:.0f}s "
+        "after the stop"
+    )
 
 
 def _states_explained(backend: KubernetesBackend, *workloads: Workload) -> str:
