@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 import yaml
 
@@ -119,3 +122,29 @@ def test_bad_metrics_values_fail_with_a_readable_message(helm_binary, sets, mess
     with pytest.raises(RenderError) as err:
         helm_template(helm_binary, *[a for s in sets for a in ("--set", s)])
     assert message in err.value.stderr
+
+
+def test_the_grafana_dashboard_configmap_holds_the_charts_dashboard(render, default):
+    assert not default.has("ConfigMap", f"{R}-grafana-dashboard")
+    rendered = render(
+        None, "metrics.grafanaDashboard.enabled=true", "metrics.grafanaDashboard.annotations.grafana_folder=HA"
+    )
+    cm = rendered.get("ConfigMap", f"{R}-grafana-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "HA"}
+    assert json.loads(cm["data"]["airflow-ha.json"]) == json.loads(
+        (CHART / "files" / "grafana-dashboard.json").read_text()
+    )
+
+
+def test_every_series_of_the_dashboard_is_one_the_mapping_makes():
+    """A renamed series fails here, not as an empty graph: each name a dashboard query reads (histograms by
+    their _bucket series) is a mapping's name."""
+    mappings = yaml.safe_load((CHART / "files" / "statsd-mappings.yaml").read_text())["mappings"]
+    mapped = {m["name"] for m in mappings}
+    dashboard = json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] if p["type"] != "row" for t in p["targets"]]
+    assert len(exprs) >= 15
+    read = {re.sub(r"_bucket$", "", name) for e in exprs for name in re.findall(r"\b(airflow_[a-z_]+)\b", e)}
+    assert read and read <= mapped, read - mapped
+    assert all(p["datasource"]["uid"] == "${datasource}" for p in dashboard["panels"] if p["type"] != "row")

@@ -1,11 +1,14 @@
 """Metrics as an operator sees them: Debian's Prometheus, beside the cluster, scrapes the release's
 statsd-exporter (through ``kubectl port-forward svc/<release>-statsd 9102``, every second) while a Redis
 master pod is killed under Airflow's own publishing and the sensor-shard pod holding a DAG run's smart
-sensors is deleted. The failover and the takeover must show in the series Prometheus stored, and a plot of
-those series is written to the results folder (``metrics-failover.png``)."""
+sensors is deleted. The failover and the takeover must show in the series Prometheus stored, every query of
+the chart's Grafana dashboard must run on them, and the dashboard drawn from them is written to the results
+folder (``metrics-failover.png``)."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 
 import pytest
@@ -16,11 +19,12 @@ from tests.harness.failover.kubernetes import PortForward
 from tests.harness.servers.process import ServerStartError
 from tests.harness.servers.prometheus import Prometheus
 from tests.harness.waiting import wait_until
-from tests.k8s.conftest import KUBECTL, probe_backend, record
+from tests.k8s.conftest import KUBECTL, REPO_ROOT, probe_backend, record
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800)]
 
 SERIES: dict[str, tuple[float, float]] = {}  # what the plot shows: name -> (start, end) of its event
+DASHBOARD = REPO_ROOT / "chart" / "files" / "grafana-dashboard.json"
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +157,36 @@ def test_a_lost_shard_pod_and_its_takeover_are_in_the_sensor_series(prometheus, 
     )
 
 
+def dashboard_queries(rate_interval: str = "15s") -> list[tuple[str, list[tuple[str, str]]]]:
+    """(panel title, [(PromQL, legend format)]) of every graph of the chart's Grafana dashboard, with Grafana's
+    $__rate_interval given a value."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [
+        (p["title"], [(t["expr"].replace("$__rate_interval", rate_interval), t["legendFormat"]) for t in p["targets"]])
+        for p in dashboard["panels"]
+        if p["type"] != "row"
+    ]
+
+
+def test_every_dashboard_query_runs_on_the_stored_series(prometheus, backend):
+    """The chart's Grafana dashboard, query by query, on what Prometheus stored: none is an error, and the
+    graphs of the failover and the takeover have data (this module's tests ran before)."""
+    end = time.time()
+    empty = []
+    for title, targets in dashboard_queries():
+        series = [s for expr, _legend in targets for s in prometheus.range(expr, end - 1800, end, step=15)]
+        if not series:
+            empty.append(title)
+    musts = ("Slot-map reloads per second", "Task instances finished, by state", "Task scheduled to queued (p99)")
+    for must in (*musts, "Sensors waiting, by pod"):
+        assert must not in empty, f"no data for {must!r} (empty: {empty})"
+    graphs = len(dashboard_queries())
+    record("grafana dashboard", f"{graphs} graphs queried; without data in this run: {empty or 'none'}")
+
+
 def _plot(prometheus: Prometheus, results_dir) -> None:
-    """metrics-failover.png: the two events as the series show them (needs matplotlib, a dev dependency)."""
+    """metrics-failover.png: the chart's Grafana dashboard drawn with matplotlib (no Grafana runs here) over the
+    window of this module's events, each event marked (needs matplotlib, a dev dependency)."""
     if not SERIES:
         return
     try:
@@ -167,32 +199,28 @@ def _plot(prometheus: Prometheus, results_dir) -> None:
         return
     start = min(s for s, _ in SERIES.values()) - 60
     end = max(e for _, e in SERIES.values()) + 10
-    panels = [
-        ("broker slot-map reloads per second", "sum(rate(airflow_ha_broker_slot_map_refreshes_total[15s]))", None),
-        (
-            "broker commands retried or refused per second",
-            "(sum(rate(airflow_ha_broker_retries_total[15s])) or vector(0))"
-            " + (sum(rate(airflow_ha_broker_wait_refusals_total[15s])) or vector(0))",
-            None,
-        ),
-        ("tasks finished per second", "sum(rate(airflow_ti_finish_total[15s]))", None),
-        ("smart sensors waiting, by pod", "sum by (pod) (airflow_ha_sensors_waiting)", "pod"),
-    ]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.4 * len(panels)), sharex=True)
-    for ax, (title, promql, label) in zip(axes, panels, strict=True):
-        for metric, values in prometheus.range(promql, start, end, step=2):
-            name = metric.get(label, "") if label else None
-            ax.plot([t - start for t, _ in values], [v for _, v in values], label=name)
+    panels = dashboard_queries()
+    rows = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(rows, 2, figsize=(14, 2.3 * rows), sharex=True)
+    flat = list(axes.flat)
+    for ax, (title, targets) in zip(flat, panels, strict=False):
+        for expr, legend in targets:
+            for metric, values in prometheus.range(expr, start, end, step=2):
+                name = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m, metric=metric: metric.get(m.group(1), ""), legend)
+                ax.plot([t - start for t, _ in values], [v for _, v in values], label=name)
         for name, (t0, _t1) in SERIES.items():
             ax.axvline(t0 - start, color="red", linestyle="--", linewidth=1)
-            if ax is axes[0]:
+            if ax is flat[0]:
                 ax.annotate(name, (t0 - start, 0), rotation=90, fontsize=7, color="red", va="bottom")
         ax.set_title(title, fontsize=9)
-        if label:
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6, loc="upper left")
-    axes[-1].set_xlabel("seconds")
+    for ax in flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax in flat[-2:]:
+        ax.set_xlabel("seconds")
     fig.tight_layout()
     results_dir.mkdir(parents=True, exist_ok=True)
     out = results_dir / "metrics-failover.png"
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=80)
     record("metrics plot", str(out))
