@@ -4,7 +4,7 @@ These need a cluster whose nodes can be switched off: ``../shared/kube`` (``stop
 ``partition-node``/``heal``) or kind (``docker kill``/``start``, ``docker network disconnect``/``connect``).
 :func:`node_control` picks one from the node names; scenarios get a :class:`NodeControl`.
 
-- :func:`node_lost`: power off the node of a scheduler and a Redis master while probe DAG runs and
+- :func:`node_lost`: power off the node of a scheduler, a worker and a Redis master while probe DAG runs and
   waiting smart sensors are in flight. The replica elsewhere is promoted (no slot range is lost, which
   only holds because no master shares a node with its replica), the other scheduler keeps scheduling;
   then the node returns and the release must get back to full Redis redundancy with that placement.
@@ -183,6 +183,38 @@ class ClusterView:
         wait_until(lambda: self.masters_on(node), 60, f"{replicas[0]} to become master (CLUSTER FAILOVER)", interval=1)
         return self.pod_name(self.masters_on(node)[0])
 
+    def ensure_worker_on(self, node: str) -> str:
+        """A Celery worker pod on ``node``: one that is, or one moved there, so that losing the node loses a worker
+        and the logs of the tasks it ran. Workers keep no volume; the other nodes are cordoned while the pod is
+        deleted (gracefully: it runs nothing yet) and its StatefulSet makes it again."""
+        workers = self.pods("worker")
+        on_node = sorted(p.metadata.name for p in workers if p.spec.node_name == node and pod_ready(p))
+        if on_node:
+            return on_node[0]
+        if not workers:
+            raise ScenarioError("the release has no worker pod")
+        pod = sorted(p.metadata.name for p in workers)[0]
+        core, namespace = self.backend.core, self.backend.namespace
+        others = [n.metadata.name for n in core.list_node().items if n.metadata.name != node]
+        old_uid = core.read_namespaced_pod(pod, namespace).metadata.uid
+
+        def moved() -> bool:
+            try:
+                now = core.read_namespaced_pod(pod, namespace)
+            except Exception:  # between the deletion and the new pod
+                return False
+            return now.metadata.uid != old_uid and now.spec.node_name == node and pod_ready(now)
+
+        try:
+            for other in others:
+                core.patch_node(other, {"spec": {"unschedulable": True}})
+            core.delete_namespaced_pod(pod, namespace)
+            wait_until(moved, 300, f"worker {pod} made again on {node}", interval=2)
+        finally:
+            for other in others:
+                core.patch_node(other, {"spec": {"unschedulable": False}})
+        return pod
+
     def slots_served(self, avoid: str) -> tuple[bool, int]:
         """(cluster_state ok, slots held by masters not on node ``avoid`` and not failing)."""
         pod_nodes = {p.metadata.name: p.spec.node_name for p in self.pods("redis")}
@@ -291,6 +323,7 @@ def node_lost(
         target = view.node_of(backend.database_primary())
     target = target or _pick_node(view)
     master = view.ensure_master_on(target)
+    worker = view.ensure_worker_on(target)
     on_node = sorted(p.metadata.name for p in view.pods() if p.spec.node_name == target and p.status.phase == "Running")
     workload = Workload(backend, "node-lost", seconds=3.0)
     sensors = Workload(
@@ -377,7 +410,8 @@ def node_lost(
     result.tasks_retried += sensor_result.tasks_retried
     result.tasks_lost += sensor_result.tasks_lost
     result.notes = [
-        f"stopped node {target} ({len(on_node)} pods: {', '.join(on_node)}), Redis master {master} on it; "
+        f"stopped node {target} ({len(on_node)} pods: {', '.join(on_node)}), Redis master {master} and worker "
+        f"{worker} on it; "
         f"masters off {target} held {fewest[0]} slots at the stop, all {TOTAL_SLOTS} after {redis_back:.1f}s; "
         f"a new run started (a task queued) after {flowing:.1f}s and its first task succeeded after {ran:.1f}s; "
         f"node back after {down_for:.0f}s; full redundancy with "
@@ -440,7 +474,9 @@ def _read_task_logs(
         interval=5,
         explain=lambda: f"{len(pending)} unread, e.g. {next(iter(missing.items()), None)}",
     )
-    from_lost = sum(1 for t in tasks if t[3] in lost_pods)
+    from_lost = sum(1 for t in tasks if (t[3] or "").split(".")[0] in lost_pods)
+    if not from_lost:
+        raise ScenarioError(f"no task that ended before the stop ran on the lost node's workers ({lost_pods})")
     return (
         f"task logs: all {len(tasks)} of the tasks ended before the stop read through the api-server from the "
         f"log store ({from_lost} ran on the lost node's workers), all read {time.monotonic() - stopped_at:.0f}s "
