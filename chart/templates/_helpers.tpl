@@ -510,6 +510,17 @@ key: {{ .Values.database.external.passwordSecret.key }}
 {{- if and .Values.remoteLogs.enabled (not .Values.remoteLogs.external.enabled) }}true{{ end -}}
 {{- end }}
 
+{{/* The ports the log store's pods talk to each other on, by name (masters, volume servers, filers; HTTP
+     and gRPC): the container ports, the headless Service and the NetworkPolicy. YAML, for fromYaml. */}}
+{{- define "airflow-ha.logStore.peerPorts" -}}
+master: 9333
+master-grpc: 19333
+volume: 8080
+volume-grpc: 18080
+filer: 8888
+filer-grpc: 18888
+{{- end }}
+
 {{/* The S3 endpoint of the release's log store. */}}
 {{- define "airflow-ha.logStore.endpoint" -}}
 {{- printf "http://%s:%d" (include "airflow-ha.logStore.fullname" .) (int .Values.logStore.s3Port) -}}

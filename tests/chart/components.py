@@ -122,3 +122,13 @@ def queues_served(rendered) -> set[str]:
         args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
         served |= set(args[args.index("--queues") + 1].split(",")) if "--queues" in args else {"default"}
     return served
+
+
+def airflow_containers(rendered, init_containers: bool = True) -> list[tuple[str, dict]]:
+    """("<workload>/<container>", container) of every container that runs Airflow (it gets the executor)."""
+    return [
+        (f"{name}/{c['name']}", c)
+        for name, spec in rendered.pod_specs()
+        for c in [*spec["containers"], *(spec.get("initContainers", []) if init_containers else [])]
+        if any(e["name"] == "AIRFLOW__CORE__EXECUTOR" for e in c.get("env", []))
+    ]

@@ -8,19 +8,10 @@ import re
 import pytest
 import yaml
 
-from tests.chart.components import R, pod
+from tests.chart.components import R, airflow_containers, pod
 from tests.chart.conftest import CHART, RenderError, container, env_of, helm_template
 
 pytestmark = pytest.mark.chart
-
-
-def _airflow_containers(rendered) -> list[tuple[str, dict]]:
-    return [
-        (f"{name}/{c['name']}", c)
-        for name, spec in rendered.pod_specs()
-        for c in [*spec["containers"], *spec.get("initContainers", [])]
-        if "AIRFLOW__CORE__EXECUTOR" in env_of(c)
-    ]
 
 
 def test_every_airflow_pod_sends_statsd_to_the_releases_exporter(default):
@@ -30,7 +21,7 @@ def test_every_airflow_pod_sends_statsd_to_the_releases_exporter(default):
         "AIRFLOW__METRICS__STATSD_PORT": "9125",
         "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
     }
-    containers = _airflow_containers(default)
+    containers = airflow_containers(default)
     assert len(containers) > 8
     for name, c in containers:
         env = env_of(c)
@@ -75,13 +66,13 @@ def test_extra_mappings_follow_the_charts_and_a_config_change_rolls_the_exporter
 def test_metrics_off_renders_no_exporter_and_no_statsd_config(render):
     rendered = render(None, "metrics.enabled=false", "networkPolicies.enabled=true")
     assert not [o for o in rendered.objects if o["metadata"]["name"] == f"{R}-statsd"]
-    for name, c in _airflow_containers(rendered):
+    for name, c in airflow_containers(rendered):
         assert not [k for k in env_of(c) if k.startswith("AIRFLOW__METRICS__")], name
 
 
 def test_the_users_metrics_config_wins_without_duplicate_env(render):
     rendered = render(None, "config.metrics.statsd_host=statsd.monitoring", "config.metrics.statsd_prefix=team")
-    for name, c in _airflow_containers(rendered):
+    for name, c in airflow_containers(rendered):
         names = [e["name"] for e in c["env"]]
         assert names.count("AIRFLOW__METRICS__STATSD_HOST") == 1, name
         env = env_of(c)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chart.components import R, pod
+from tests.chart.components import R, airflow_containers, pod
 from tests.chart.conftest import RenderError, container, env_of, helm_template
-from tests.chart.test_metrics import _airflow_containers
 
 pytestmark = pytest.mark.chart
 
@@ -22,7 +21,7 @@ def _expanded(env: dict[str, dict], name: str, values: dict[str, str]) -> str:
 
 
 def test_every_airflow_pod_logs_to_the_releases_store(default):
-    containers = _airflow_containers(default)
+    containers = airflow_containers(default)
     assert len(containers) > 8
     for name, c in containers:
         env = env_of(c)
@@ -85,7 +84,7 @@ def test_an_external_store_runs_no_store_and_takes_the_connection_from_a_secret(
         "remoteLogs.external.connectionSecret.name=team-s3",
     )
     assert not rendered.has("StatefulSet", STORE) and not rendered.has("Secret", STORE)
-    for name, c in _airflow_containers(rendered):
+    for name, c in airflow_containers(rendered):
         env = env_of(c)
         assert env["AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER"]["value"] == "s3://team-logs/airflow", name
         assert env["AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID"]["value"] == "team_s3", name
@@ -96,14 +95,14 @@ def test_an_external_store_runs_no_store_and_takes_the_connection_from_a_secret(
 def test_remote_logs_off_renders_no_store_and_no_remote_config(render):
     rendered = render(None, "remoteLogs.enabled=false")
     assert not rendered.has("StatefulSet", STORE)
-    for name, c in _airflow_containers(rendered):
+    for name, c in airflow_containers(rendered):
         env = env_of(c)
         assert not any(k.startswith("AIRFLOW__LOGGING__REMOTE") or "LOG_STORE" in k for k in env), name
 
 
 def test_the_users_logging_config_wins_without_duplicate_env(render):
     rendered = render(None, "config.logging.remote_base_log_folder=s3://mine/x")
-    for name, c in _airflow_containers(rendered):
+    for name, c in airflow_containers(rendered):
         names = [e["name"] for e in c["env"]]
         assert names.count("AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER") == 1, name
         assert env_of(c)["AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER"]["value"] == "s3://mine/x", name

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chart.components import R, ports, shard_groups
+from tests.chart.components import R, airflow_containers, ports, shard_groups
 from tests.chart.conftest import RenderError, container, env_of, helm_template
 
 pytestmark = pytest.mark.chart
@@ -21,15 +21,6 @@ def _triggerer_containers(rendered) -> list[tuple[str, dict]]:
     return out
 
 
-def _airflow_containers(rendered) -> list[tuple[str, dict]]:
-    return [
-        (f"{name}/{c['name']}", c)
-        for name, spec in rendered.pod_specs()
-        for c in spec["containers"]
-        if "AIRFLOW__CORE__EXECUTOR" in env_of(c)
-    ]
-
-
 def test_triggerers_record_their_pod_ip_and_serve_logs_on_the_port_the_api_server_reads(default):
     api = container(default.get("Deployment", f"{R}-api-server")["spec"]["template"]["spec"], "api-server")
     assert env_of(api)["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"]["value"] == "8794"
@@ -40,7 +31,7 @@ def test_triggerers_record_their_pod_ip_and_serve_logs_on_the_port_the_api_serve
         assert ports(c) == {8794}, name
         assert next(p for p in c["ports"] if p["containerPort"] == 8794)["name"] == "trigger-logs"
     # workers keep their pod names: the StatefulSet's names resolve through the headless Service
-    for name, c in _airflow_containers(default):
+    for name, c in airflow_containers(default, init_containers=False):
         names = [e["name"] for e in c["env"]]
         assert names.count("AIRFLOW__CORE__HOSTNAME_CALLABLE") == 1, name
         if "triggerer" not in name and "sensor-shard" not in name:
@@ -49,7 +40,7 @@ def test_triggerers_record_their_pod_ip_and_serve_logs_on_the_port_the_api_serve
 
 def test_one_trigger_log_port_for_servers_service_and_policy(render):
     rendered = render(None, "config.logging.trigger_log_server_port=9100", "networkPolicies.enabled=true")
-    for name, c in _airflow_containers(rendered):
+    for name, c in airflow_containers(rendered, init_containers=False):
         assert env_of(c)["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"]["value"] == "9100", name
     for name, c in _triggerer_containers(rendered):
         assert ports(c) == {9100}, name
