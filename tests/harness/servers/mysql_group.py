@@ -149,7 +149,8 @@ class MySQLGroup:
     clone_threshold: int | None = 100
     member_expel_timeout: int = 0
     unreachable_majority_timeout: int = 20
-    check_interval_ms: int = 500
+    check_interval_ms: int = 500  # HAProxy's (the chart's mysql.proxy.checkIntervalMs: 1000)
+    agent_interval: float = 0.5  # seconds between the agents' looks (mysql.groupReplication.agent.interval: 1)
     members: list[GroupMember] = field(default_factory=list)
     agents: list[Agent | None] = field(default_factory=list)
     haproxy: subprocess.Popen | None = None
@@ -189,7 +190,7 @@ class MySQLGroup:
             "--ip-allowlist=127.0.0.1/8",
             f"--member-expel-timeout={self.member_expel_timeout}",
             f"--unreachable-majority-timeout={self.unreachable_majority_timeout}",
-            "--interval=0.5",
+            f"--interval={self.agent_interval}",
             "--http-host=127.0.0.1",
             f"--http-port={self.agents[index].http_port if self.agents[index] else 0}",
         ]
