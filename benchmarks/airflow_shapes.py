@@ -1,7 +1,8 @@
 """What HA costs end to end: Airflow tasks/s and latency of this chart's shape against the stock shape.
 
 ``python -m benchmarks airflow_shapes [--quick] [--shapes=stock,ha,ha-nowait] [--workloads=wide,chain,sensors]
-[--wide-tasks=1000] [--chain-runs=200] [--sensors=500] [--targets=50] [--worker-slots=8] [--out=FILE]``
+[--wide-tasks=1000] [--chain-runs=200] [--sensors=500] [--targets=50] [--worker-slots=8] [--idle-seconds=60]
+[--pin] [--out=FILE] [--keep]`` (``--quick``: 200 wide tasks, 40 chain runs, 100 sensors on 10 targets).
 
 Every shape is the whole deployment as real processes on 127.0.0.1 (:class:`LocalAirflow`, the topology the
 integration suites run), started in turn on the same cores and stopped before the next one starts:
@@ -29,7 +30,15 @@ tasks/s (tasks / (last end - trigger, or release for sensors)); queued->running 
 (release->success for sensors) p50/p99; scheduler CPU seconds per 1,000 tasks (every process of the
 schedulers' process groups, /proc); machine CPU seconds per 1,000 tasks (/proc/stat, every process on the
 machine: the servers, Airflow, this driver); Redis commands per task (``INFO commandstats`` of every node,
-replicas included); and the ratio of tasks/s to stock. Nothing is asserted: the numbers are this machine's.
+replicas included); and the ratio of tasks/s to stock. Then CPU seconds per 1,000 tasks by part (each
+Airflow component kind, the Redis master of the queue and the other nodes, the database primary and the rest
+of the group: agents, HAProxy, secondaries), the cores each part keeps busy with nothing to run
+(``--idle-seconds`` after the warm-up), and a linear model: the tasks/s one core of each part sustains.
+
+Every process shares the machine's cores, so a shape's extra processes take CPU from its workers. ``--pin``
+gives the workers the last core and everything else the others (``taskset``), as a cluster gives workers
+nodes of their own: then the ratio shows what the HA path itself costs a task. Nothing is asserted: the
+numbers are this machine's.
 """
 
 from __future__ import annotations
