@@ -262,9 +262,7 @@ class Deployment:
             sensor_shards=2 if self.shape.ha else 0,
             extra_env=extra_env,
         )
-        migrate = self.airflow.run_cli("db", "migrate", timeout=900)
-        if migrate.returncode != 0:
-            raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-2000:]}")
+        self.airflow.migrate(timeout=900)
         self.airflow.components = [
             c for c in self.airflow.plan() if self.shape.ha or c.name != "triggerer-default"
         ]  # stock Airflow: one triggerer, no queues
@@ -296,7 +294,6 @@ class Deployment:
         return None
 
     def redis_clients(self) -> list:
-
         return live_clients(self.redis if self.shape.ha else None, None if self.shape.ha else self.redis)
 
     def parts(self) -> dict[str, set[int]]:

@@ -93,9 +93,7 @@ class LocalBackend:
                 **self.extra_env,
             },
         )
-        migrate = self.airflow.run_cli("db", "migrate")
-        if migrate.returncode != 0:
-            raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-2000:]}")
+        self.airflow.migrate()
         self.airflow.start()
         self.api = AirflowAPI(self.airflow.api_url, password=self.airflow.admin_password)
         self._supervisor = threading.Thread(target=self._supervise, name="local-supervisor", daemon=True)

@@ -242,3 +242,9 @@ class LocalAirflow:
 
     def run_cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run([*AIRFLOW, *args], env=self._base_env(), capture_output=True, text=True, timeout=timeout)
+
+    def migrate(self, timeout: float = 300) -> None:
+        """``airflow db migrate`` with this topology's config; raises with its output when it fails."""
+        result = self.run_cli("db", "migrate", timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"airflow db migrate failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
