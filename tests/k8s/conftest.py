@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.harness import setup_budget
 from tests.harness.failover import scenarios
 from tests.harness.failover.api import AirflowAPI
 from tests.harness.failover.kubernetes import KubernetesBackend, PortForward
@@ -67,6 +68,19 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("k8s measurements")
         for what, value in RESULTS:
             terminalreporter.write_line(f"{what:<60} {value}")
+
+
+# The session fixtures' own budgets (their scripts are killed past them); the first test that sets one up gets
+# its timeout raised by it (tests/harness/setup_budget.py).
+CLUSTER_UP_BUDGET = 900  # scripts/up --cluster-only
+RELEASE_UP_BUDGET = 1800  # scripts/up: build and load the images, install, wait until Ready
+
+
+@pytest.hookimpl(trylast=True)  # after the suite's skip markers
+def pytest_collection_modifyitems(config, items):
+    setup_budget.extend_first_users(
+        items, float(config.getini("timeout") or 0), {"kube": CLUSTER_UP_BUDGET, "release": RELEASE_UP_BUDGET}
+    )
 
 
 _CONFIG: list = []  # the pytest config, for its capture manager (see _live)
@@ -156,7 +170,7 @@ def kube() -> Iterator[Kube]:
     try:
         if reason and _auto_start():
             t0 = time.monotonic()
-            code, out = stream([REPO_ROOT / "scripts" / "up", "--cluster-only"], timeout=900)
+            code, out = stream([REPO_ROOT / "scripts" / "up", "--cluster-only"], timeout=CLUSTER_UP_BUDGET)
             # scripts/up records what it started (~/.cache/airflow-ha/up.state); scripts/down undoes it.
             started = True
             if code == 0:
@@ -211,7 +225,7 @@ def release(kube: Kube) -> Iterator[Release]:
     env = dict(os.environ, AIRFLOW_HA_CLUSTER="kubeconfig", AIRFLOW_HA_RELEASE=RELEASE, AIRFLOW_HA_NAMESPACE=NAMESPACE)
     rel = Release(RELEASE, NAMESPACE, installed_here=not deployed)
     try:
-        code, out = stream([REPO_ROOT / "scripts" / "up"], timeout=1800, env=env)
+        code, out = stream([REPO_ROOT / "scripts" / "up"], timeout=RELEASE_UP_BUDGET, env=env)
         if code != 0:
             pytest.fail(f"scripts/up failed (exit {code}):\n{out[-6000:]}")
         rel.install_seconds = time.monotonic() - start
