@@ -462,9 +462,9 @@ def report(results: list[dict]) -> None:
         stock = next((summarise(r) for r in rows if r["shape"] == "stock"), None)
         for result in rows:
             s = summarise(result)
-            cells = [_fmt(s[c]) for c in cols]
-            ratio = _ratio(s["tasks/s"], stock and stock["tasks/s"])
-            p99 = _ratio(s["->success p99"], stock and stock["->success p99"])
+            cells = [fmt_number(s[c]) for c in cols]
+            ratio = ratio_text(s["tasks/s"], stock and stock["tasks/s"])
+            p99 = ratio_text(s["->success p99"], stock and stock["->success p99"])
             print(
                 f"| {workload} | {result['shape']} | {result['ok']}/{result['tasks']} | "
                 + " | ".join(cells)
@@ -491,9 +491,9 @@ def report_parts(results: list[dict]) -> None:
         if not result["ok"]:
             continue
         per_k = 1000 / result["ok"]
-        cells = [_fmt(result["cpu_s_by_part"][p] * per_k) if p in result["cpu_s_by_part"] else "-" for p in PARTS]
+        cells = [fmt_number(result["cpu_s_by_part"][p] * per_k) if p in result["cpu_s_by_part"] else "-" for p in PARTS]
         line = f"| {result['workload']} | {result['shape']} | " + " | ".join(cells)
-        print(line + f" | {_fmt(result['machine_cpu_s'] * per_k)} |")
+        print(line + f" | {fmt_number(result['machine_cpu_s'] * per_k)} |")
     print("\nModel: tasks/s that one core of a part sustains (1 / its CPU seconds per task; CPU-bound, linear)")
     for result in results:
         if not result["ok"] or (result["shape"] == "stock" and len({r["shape"] for r in results}) > 1):
@@ -521,13 +521,13 @@ def report_idle(idle: list[dict], seconds_: float) -> None:
         print(f"| {row['shape']} | " + " | ".join(cells) + f" | {row['machine_cores']:.3f} |")
 
 
-def _fmt(value) -> str:
+def fmt_number(value) -> str:
     if value is None:
         return "-"
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
-def _ratio(value, stock) -> str:
+def ratio_text(value, stock) -> str:
     return f"{value / stock:.2f}x" if value and stock else "-"
 
 
@@ -609,7 +609,7 @@ def main(argv: list[str]) -> int:
                     s = summarise(result)
                     print(
                         f"[{name}] {workload}: {result['ok']}/{result['tasks']} ok, {s['tasks/s']:.2f} tasks/s, "
-                        f"->success p99 {_fmt(s['->success p99'])} s",
+                        f"->success p99 {fmt_number(s['->success p99'])} s",
                         flush=True,
                     )
             except Exception as exc:  # the other shapes still run; the table says what is missing
