@@ -4,7 +4,6 @@ and finding pods' cgroups in both kubelet layouts (systemd and cgroupfs drivers)
 from __future__ import annotations
 
 import pytest
-
 from benchmarks import airflow_shapes_k8s as bench
 
 UID = "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
