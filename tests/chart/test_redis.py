@@ -115,3 +115,104 @@ esac
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "no CLUSTER INFO from" in proc.stdout and "creating the cluster:" in proc.stdout, proc.stdout
     assert "exists already" not in proc.stdout
+
+
+def _run_rejoin(script: str, tmp_path, nodes: str, info: str, resolves: dict[str, str], dialled: str = ""):
+    """The rendered rejoin.sh with redis-cli answering ``nodes``/``info`` until a MEET arrives (then every
+    peer at its resolved address and cluster_state:ok), ``INFO replication`` with master_host ``dialled``
+    until a REPLICATE re-points it, getent resolving ``resolves``, no sleeping."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "nodes").write_text(nodes)
+    healed = nodes
+    for host, ip in resolves.items():
+        healed = "\n".join(
+            line.replace(line.split()[1].split(":")[0], ip, 1) if host in line else line for line in healed.splitlines()
+        )
+    (tmp_path / "healed").write_text(healed + "\n")
+    (bin_dir / "redis-cli").write_text(
+        f"""#!/bin/sh
+echo "$*" >> {tmp_path}/calls
+case "$*" in
+  *"cluster nodes") cat {tmp_path}/nodes ;;
+  *"cluster info") if [ -e {tmp_path}/met ]; then printf 'cluster_state:ok\\r\\n'; else printf '{info}'; fi ;;
+  *"cluster meet"*) touch {tmp_path}/met; cp {tmp_path}/healed {tmp_path}/nodes; echo OK ;;
+  *"info replication") printf 'role:slave\\r\\nmaster_host:%s\\r\\n' "$(cat {tmp_path}/dialled)" ;;
+  *"cluster replicate"*) touch {tmp_path}/met; echo {resolves.get(_master_host(nodes), "")} > {tmp_path}/dialled ;;
+esac
+"""
+    )
+    (tmp_path / "dialled").write_text(dialled + "\n")
+    hosts = "\n".join(f'  {host}) echo "{ip} {host}" ;;' for host, ip in resolves.items())
+    (bin_dir / "getent").write_text(f'#!/bin/sh\ncase "$2" in\n{hosts}\n  *) exit 2 ;;\nesac\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "REDIS_PASSWORD": "pw"}
+    proc = subprocess.run(["sh", "-c", script.replace("sleep 5", "true")], env=env, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
+    return proc, calls
+
+
+def _master_host(nodes: str) -> str:
+    """The hostname of the master of the ``myself,slave`` line, "" when this node is a master."""
+    lines = [line.split() for line in nodes.splitlines()]
+    master_id = next((f[3] for f in lines if "myself" in f[2] and "slave" in f[2]), None)
+    return next((f[1].split(",", 1)[1] for f in lines if f[0] == master_id), "")
+
+
+def test_redis_rejoin_meets_only_known_peers_whose_names_moved(default, render, tmp_path):
+    """A whole-cluster restart: nodes.conf lists every peer at its old IP. The pod's own rejoin.sh (started
+    beside redis-server by start.sh) MEETs each peer whose hostname now resolves elsewhere, on the chart's
+    ports, skips itself, handshakes and peers whose address is right, then ends once the cluster is ok."""
+    cm = default.get("ConfigMap", f"{R}-redis-config")
+    assert "sh /etc/redis/rejoin.sh &" in cm["data"]["start.sh"]
+    h = f"{R}-redis-headless.{NAMESPACE}.svc.cluster.local"
+    nodes = "\n".join(
+        [
+            f"a1 10.0.0.10:6379@16379,{R}-redis-0.{h} myself,master - 0 0 1 connected 0-5460",
+            f"b2 10.0.0.11:6379@16379,{R}-redis-1.{h} master,fail? - 0 0 2 disconnected 5461-10922",
+            f"c3 10.0.0.12:6379@16379,{R}-redis-2.{h} master - 0 0 3 connected 10923-16383",
+            "d4 10.9.9.9:6379@16379 handshake - 0 0 0 disconnected",
+        ]
+    )
+    resolves = {f"{R}-redis-0.{h}": "10.1.0.10", f"{R}-redis-1.{h}": "10.1.0.11", f"{R}-redis-2.{h}": "10.0.0.12"}
+    proc, calls = _run_rejoin(cm["data"]["rejoin.sh"], tmp_path, nodes, "cluster_state:fail\\r\\n", resolves)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    meets = [c.split("cluster meet ")[1] for c in calls if "cluster meet" in c]
+    assert meets == ["10.1.0.11 6379 16379"], calls
+    assert "listed at 10.0.0.11 and resolves to 10.1.0.11" in proc.stdout
+    # other ports: the MEET names the bus port (not always port + 10000)
+    other = render(None, "redis.port=7000", "redis.busPort=7100").get("ConfigMap", f"{R}-redis-config")
+    assert "port=7000\n" in other["data"]["rejoin.sh"] and "bus=7100\n" in other["data"]["rejoin.sh"]
+
+
+def test_redis_rejoin_on_a_new_empty_node_ends_without_a_meet(default, tmp_path):
+    """A fresh install: only itself in CLUSTER NODES, known_nodes 1, no cluster yet (the bootstrap Job forms
+    it): nothing to heal, and a stranger is never met."""
+    script = default.get("ConfigMap", f"{R}-redis-config")["data"]["rejoin.sh"]
+    nodes = f"a1 10.0.0.10:6379@16379,{R}-redis-0 myself,master - 0 0 0 connected"
+    proc, calls = _run_rejoin(
+        script, tmp_path, nodes, "cluster_state:fail\\r\\ncluster_known_nodes:1\\r\\n", {f"{R}-redis-0": "10.0.0.10"}
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not [c for c in calls if "meet" in c] and len([c for c in calls if c.endswith("cluster nodes")]) == 1
+
+
+def test_redis_rejoin_repoints_a_replica_that_still_dials_its_masters_old_ip(default, tmp_path):
+    """Gossip moved the master's address in CLUSTER NODES (nothing left to MEET) but not the replication
+    link: the replica would never fail over. rejoin.sh sends CLUSTER REPLICATE to its master again."""
+    script = default.get("ConfigMap", f"{R}-redis-config")["data"]["rejoin.sh"]
+    h = f"{R}-redis-headless.{NAMESPACE}.svc.cluster.local"
+    nodes = "\n".join(
+        [
+            f"a1 10.1.0.10:6379@16379,{R}-redis-0.{h} master - 0 0 1 connected 0-16383",
+            f"e5 10.1.0.14:6379@16379,{R}-redis-4.{h} myself,slave a1 0 0 1 connected",
+        ]
+    )
+    resolves = {f"{R}-redis-0.{h}": "10.1.0.10", f"{R}-redis-4.{h}": "10.1.0.14"}
+    proc, calls = _run_rejoin(script, tmp_path, nodes, "cluster_state:ok\\r\\n", resolves, dialled="10.0.0.10")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [c for c in calls if "cluster replicate" in c] == ["-p 6379 cluster replicate a1"], calls
+    assert not [c for c in calls if "meet" in c]
+    assert "replication dials 10.0.0.10, the master" in proc.stdout
