@@ -55,6 +55,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -446,10 +447,27 @@ def summarise(result: dict) -> dict:
         "q->run p99": pct(result["queued_to_running"], 99),
         "->success p50": pct(result["to_success"], 50),
         "->success p99": pct(result["to_success"], 99),
-        "sched CPU s/1k": result["scheduler_cpu_s"] * per_k,
         "machine CPU s/1k": result["machine_cpu_s"] * per_k,
-        "redis cmds/task": result["redis_commands"] / ok if ok else float("nan"),
+        # measured on local processes only (airflow_shapes_k8s has neither)
+        "sched CPU s/1k": result["scheduler_cpu_s"] * per_k if "scheduler_cpu_s" in result else None,
+        "redis cmds/task": result["redis_commands"] / ok if ok and "redis_commands" in result else None,
     }
+
+
+def run_workloads(name: str, workloads: list[str], run_one, results: list[dict], idle: list[dict], out) -> None:
+    """``run_one(workload)`` for each workload in turn: its result kept, all raw figures written to ``out``
+    after every one (a run cut short keeps what it measured), and a line printed."""
+    for workload in workloads:
+        result = run_one(workload)
+        results.append(result)
+        if out:
+            out.write_text(json.dumps(idle + results, indent=1, default=str), encoding="utf-8")
+        s = summarise(result)
+        print(
+            f"[{name}] {workload}: {result['ok']}/{result['tasks']} ok, {s['tasks/s']:.2f} tasks/s, "
+            f"->success p99 {fmt_number(s['->success p99'])} s",
+            flush=True,
+        )
 
 
 def report(results: list[dict]) -> None:
@@ -601,17 +619,9 @@ def main(argv: list[str]) -> int:
                 if args.idle_seconds:
                     idle.append(measure_idle(deployment, args.idle_seconds))
                     print(f"[{name}] idle: {idle[-1]['machine_cores']:.2f} cores busy", flush=True)
-                for workload in args.workloads:
-                    result = run_workload(deployment, workload, args)
-                    results.append(result)
-                    if args.out:  # after every workload: a run cut short keeps what it measured
-                        args.out.write_text(json.dumps(idle + results, indent=1, default=str), encoding="utf-8")
-                    s = summarise(result)
-                    print(
-                        f"[{name}] {workload}: {result['ok']}/{result['tasks']} ok, {s['tasks/s']:.2f} tasks/s, "
-                        f"->success p99 {fmt_number(s['->success p99'])} s",
-                        flush=True,
-                    )
+                run_workloads(
+                    name, args.workloads, partial(run_workload, deployment, args=args), results, idle, args.out
+                )
             except Exception as exc:  # the other shapes still run; the table says what is missing
                 status = 1
                 print(f"[{name}] FAILED: {exc}", file=sys.stderr, flush=True)

@@ -40,13 +40,21 @@ import sys
 import time
 import uuid
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from tests.harness.failover.api import AirflowAPI
 from tests.harness.failover.kubernetes import PortForward
 from tests.harness.waiting import wait_until
 
-from benchmarks.airflow_shapes import CHAIN_LENGTH, fmt_number, machine_cpu_seconds, pct, ratio_text
+from benchmarks.airflow_shapes import (
+    CHAIN_LENGTH,
+    fmt_number,
+    machine_cpu_seconds,
+    ratio_text,
+    run_workloads,
+    summarise,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KUBECTL = REPO_ROOT / ".tools" / "bin" / "kubectl"
@@ -262,19 +270,6 @@ def warm_up(api: AirflowAPI) -> None:
 
 
 # -- report -------------------------------------------------------------------------------------------------
-def summarise(result: dict) -> dict:
-    ok, wall = result["ok"], result["wall_s"]
-    per_k = 1000 / ok if ok else float("nan")
-    return {
-        "tasks/s": ok / wall if ok and wall else 0.0,
-        "q->run p50": pct(result["queued_to_running"], 50),
-        "q->run p99": pct(result["queued_to_running"], 99),
-        "->success p50": pct(result["to_success"], 50),
-        "->success p99": pct(result["to_success"], 99),
-        "machine CPU s/1k": result["machine_cpu_s"] * per_k,
-    }
-
-
 def report(results: list[dict]) -> None:
     cols = ["tasks/s", "q->run p50", "q->run p99", "->success p50", "->success p99", "machine CPU s/1k"]
     print(f"\n| workload | shape | ok/tasks | {' | '.join(cols)} | tasks/s vs {BASELINE} | p99 vs {BASELINE} |")
@@ -361,17 +356,8 @@ def main(argv: list[str]) -> int:
             if args.idle_seconds:
                 idle.append(measure_idle(args.namespace, shape, args.idle_seconds))
                 print(f"[{shape}] idle: {idle[-1]['machine_cores']:.2f} cores busy", flush=True)
-            for workload in args.workloads:
-                result = run_workload(api, args.namespace, shape, workload, args)
-                results.append(result)
-                if args.out:  # after every workload: a run cut short keeps what it measured
-                    args.out.write_text(json.dumps(idle + results, indent=1), encoding="utf-8")
-                s = summarise(result)
-                print(
-                    f"[{shape}] {workload}: {result['ok']}/{result['tasks']} ok, {s['tasks/s']:.2f} tasks/s, "
-                    f"->success p99 {fmt_number(s['->success p99'])} s",
-                    flush=True,
-                )
+            run_one = partial(run_workload, api, args.namespace, shape, args=args)
+            run_workloads(shape, args.workloads, run_one, results, idle, args.out)
         except Exception as exc:  # the other shapes still run; the table says what is missing
             status = 1
             print(f"[{shape}] FAILED: {exc}", file=sys.stderr, flush=True)
