@@ -130,35 +130,51 @@ def pod_components(namespace: str) -> dict[str, str]:
     return {p["metadata"]["uid"]: p["metadata"].get("labels", {}).get("component", p["metadata"]["name"]) for p in pods}
 
 
-def _pod_cgroups() -> dict[str, list[Path]]:
-    """Pod uid -> its cgroup directories on this machine (kubelet names them after the uid: ``pod<uid>``,
-    with ``_`` for ``-`` under the systemd driver). Empty when the nodes are not on this machine."""
-    found: dict[str, list[Path]] = {}
-    if not CGROUP_ROOT.is_dir():
+def _cpu_hierarchy() -> Path:
+    """Where CPU use is accounted: cgroup v1's cpuacct controller when mounted (hybrid hosts), else the
+    unified (v2) tree."""
+    v1 = CGROUP_ROOT / "cpuacct"
+    return v1 if v1.is_dir() else CGROUP_ROOT
+
+
+def _pod_cgroups() -> dict[str, Path]:
+    """Pod uid -> its cgroup directory on this machine (kubelet names it after the uid: ``pod<uid>``, with
+    ``_`` for ``-`` under the systemd driver; each node of a local cluster has a subtree of its own). Empty
+    when the nodes are not on this machine."""
+    found: dict[str, Path] = {}
+    root = _cpu_hierarchy()
+    if not root.is_dir():
         return found
-    for path in CGROUP_ROOT.rglob("*pod*"):
+    for path in root.rglob("*pod*"):
         name = path.name.removesuffix(".slice")
-        at = name.rfind("pod")
-        uid = name[at + 3 :].replace("_", "-")
-        if len(uid) == 36 and path.is_dir() and not path.parent.name.removesuffix(".slice").endswith(name[at:]):
-            found.setdefault(uid, []).append(path)
+        uid = name[name.rfind("pod") + 3 :].replace("_", "-")
+        if len(uid) == 36 and path.is_dir():
+            found[uid] = path
     return found
 
 
+def _usage_seconds(cgroup: Path) -> float | None:
+    """CPU seconds a cgroup has used: v1 ``cpuacct.usage`` (ns) or v2 ``cpu.stat`` usage_usec."""
+    try:
+        return int((cgroup / "cpuacct.usage").read_text()) / 1e9
+    except (OSError, ValueError):
+        pass
+    try:
+        stat = dict(line.split() for line in (cgroup / "cpu.stat").read_text().splitlines())
+        return int(stat["usage_usec"]) / 1e6
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def cpu_seconds_by_component(namespace: str) -> dict[str, float]:
-    """CPU seconds each component's pods have used (cgroup v2 ``cpu.stat`` usage), summed over its pods."""
+    """CPU seconds each component's pods have used (their cgroups' accounting), summed over its pods."""
     components = pod_components(namespace)
     totals: dict[str, float] = {}
-    for uid, paths in _pod_cgroups().items():
+    for uid, path in _pod_cgroups().items():
         component = components.get(uid)
-        if component is None:
-            continue
-        for path in paths:
-            try:
-                stat = dict(line.split() for line in (path / "cpu.stat").read_text().splitlines())
-            except OSError:
-                continue
-            totals[component] = totals.get(component, 0.0) + int(stat["usage_usec"]) / 1e6
+        used = _usage_seconds(path) if component else None
+        if used is not None:
+            totals[component] = totals.get(component, 0.0) + used
     return totals
 
 

@@ -50,18 +50,26 @@ def test_figures_from_api_rows():
 
 
 @pytest.mark.parametrize(
-    "layout",
+    ("layout", "usage_file", "usage"),
     [
-        f"kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID.replace('-', '_')}.slice",
-        f"kubeone-node-2/kubepods/besteffort/pod{UID}",
+        (
+            f"kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID.replace('-', '_')}.slice",
+            "cpu.stat",
+            "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n",
+        ),
+        (f"kubeone-node-2/kubepods/besteffort/pod{UID}", "cpu.stat", "usage_usec 2500000\n"),
+        (f"cpuacct/kubeone-3/kubepods/burstable/pod{UID}", "cpuacct.usage", "2500000000\n"),
     ],
-    ids=["systemd", "cgroupfs"],
+    ids=["v2-systemd", "v2-cgroupfs", "v1-cpuacct"],
 )
-def test_a_pods_cgroup_is_found_once_and_its_containers_are_not_pods(tmp_path, monkeypatch, layout):
+def test_a_pods_cgroup_is_found_and_its_cpu_read(tmp_path, monkeypatch, layout, usage_file, usage):
     pod = tmp_path / layout
     (pod / "cri-containerd-abc.scope").mkdir(parents=True)
-    (pod / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n")
+    (pod / usage_file).write_text(usage)
+    if layout.startswith("cpuacct/"):  # a hybrid host: the v1 cpu controller's own cpu.stat has no usage
+        (tmp_path / "cpu" / layout.removeprefix("cpuacct/")).mkdir(parents=True)
+        (tmp_path / "cpu" / layout.removeprefix("cpuacct/") / "cpu.stat").write_text("nr_periods 0\n")
     monkeypatch.setattr(bench, "CGROUP_ROOT", tmp_path)
-    assert bench._pod_cgroups() == {UID: [pod]}
+    assert bench._pod_cgroups() == {UID: pod}
     monkeypatch.setattr(bench, "pod_components", lambda namespace: {UID: "scheduler", "other": "worker"})
     assert bench.cpu_seconds_by_component("ns") == {"scheduler": 2.5}
