@@ -117,10 +117,13 @@ esac
     assert "exists already" not in proc.stdout
 
 
-def _run_rejoin(script: str, tmp_path, nodes: str, info: str, resolves: dict[str, str], dialled: str = ""):
+def _run_rejoin(
+    script: str, tmp_path, nodes: str, info: str, resolves: dict[str, str], dialled: str = "", cached: int = 0
+):
     """The rendered rejoin.sh with redis-cli answering ``nodes``/``info`` until a MEET arrives (then every
     peer at its resolved address and cluster_state:ok), ``INFO replication`` with master_host ``dialled``
-    until a REPLICATE re-points it, getent resolving ``resolves``, no sleeping."""
+    until a REPLICATE re-points it, getent resolving ``resolves`` (after ``cached`` answers with the address
+    nodes.conf lists, as a DNS cache gives right after a restart), no sleeping."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (tmp_path / "nodes").write_text(nodes)
@@ -129,6 +132,12 @@ def _run_rejoin(script: str, tmp_path, nodes: str, info: str, resolves: dict[str
         healed = "\n".join(
             line.replace(line.split()[1].split(":")[0], ip, 1) if host in line else line for line in healed.splitlines()
         )
+    # healed: every peer at its address, connected, no failure flag, no handshake in flight
+    healed = "\n".join(
+        line.replace(",fail?", "").replace(",fail", "").replace("disconnected", "connected")
+        for line in healed.splitlines()
+        if "handshake" not in line
+    )
     (tmp_path / "healed").write_text(healed + "\n")
     (bin_dir / "redis-cli").write_text(
         f"""#!/bin/sh
@@ -143,8 +152,14 @@ esac
 """
     )
     (tmp_path / "dialled").write_text(dialled + "\n")
+    listed = {f[1].split(",", 1)[1]: f[1].split(":")[0] for f in map(str.split, nodes.splitlines()) if "," in f[1]}
     hosts = "\n".join(f'  {host}) echo "{ip} {host}" ;;' for host, ip in resolves.items())
-    (bin_dir / "getent").write_text(f'#!/bin/sh\ncase "$2" in\n{hosts}\n  *) exit 2 ;;\nesac\n')
+    olds = "\n".join(f'  {host}) echo "{ip} {host}"; exit ;;' for host, ip in listed.items())
+    (bin_dir / "getent").write_text(
+        f"#!/bin/sh\necho x >> {tmp_path}/lookups\n"
+        f'if [ "$(wc -l < {tmp_path}/lookups)" -le {cached} ]; then case "$2" in\n{olds}\nesac; fi\n'
+        f'case "$2" in\n{hosts}\n  *) exit 2 ;;\nesac\n'
+    )
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "REDIS_PASSWORD": "pw"}
@@ -182,6 +197,8 @@ def test_redis_rejoin_meets_only_known_peers_whose_names_moved(default, render, 
     meets = [c.split("cluster meet ")[1] for c in calls if "cluster meet" in c]
     assert meets == ["10.1.0.11 6379 16379"], calls
     assert "listed at 10.0.0.11 and resolves to 10.1.0.11" in proc.stdout
+    assert "the cluster ok for a minute" in proc.stdout
+    assert len([c for c in calls if c.endswith("cluster nodes")]) == 1 + 12, "ends after 12 clean looks, no sooner"
     # other ports: the MEET names the bus port (not always port + 10000)
     other = render(None, "redis.port=7000", "redis.busPort=7100").get("ConfigMap", f"{R}-redis-config")
     assert "port=7000\n" in other["data"]["rejoin.sh"] and "bus=7100\n" in other["data"]["rejoin.sh"]
@@ -216,3 +233,22 @@ def test_redis_rejoin_repoints_a_replica_that_still_dials_its_masters_old_ip(def
     assert [c for c in calls if "cluster replicate" in c] == ["-p 6379 cluster replicate a1"], calls
     assert not [c for c in calls if "meet" in c]
     assert "replication dials 10.0.0.10, the master" in proc.stdout
+
+
+def test_redis_rejoin_does_not_trust_an_early_ok_while_dns_still_answers_the_old_ips(default, tmp_path):
+    """Seen on the 3-node cluster: 5 s after a whole restart every name still resolved to its old IP (the DNS
+    cache) and the node still trusted nodes.conf (cluster_state:ok), so the script ended at once and the
+    cluster failed for good a few seconds later. Now an ok only counts once it has held for a minute, and the
+    MEET comes as soon as the name resolves to the new address."""
+    script = default.get("ConfigMap", f"{R}-redis-config")["data"]["rejoin.sh"]
+    h = f"{R}-redis-headless.{NAMESPACE}.svc.cluster.local"
+    nodes = "\n".join(
+        [
+            f"a1 10.0.0.10:6379@16379,{R}-redis-0.{h} myself,master - 0 0 1 connected 0-8191",
+            f"b2 10.0.0.11:6379@16379,{R}-redis-1.{h} master - 0 0 2 connected 8192-16383",
+        ]
+    )
+    resolves = {f"{R}-redis-0.{h}": "10.1.0.10", f"{R}-redis-1.{h}": "10.1.0.11"}
+    proc, calls = _run_rejoin(script, tmp_path, nodes, "cluster_state:ok\\r\\n", resolves, cached=6)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [c.split("cluster meet ")[1] for c in calls if "cluster meet" in c] == ["10.1.0.11 6379 16379"], calls
