@@ -176,10 +176,11 @@ def _master_host(nodes: str) -> str:
     return next((f[1].split(",", 1)[1] for f in lines if f[0] == master_id), "")
 
 
-def test_redis_rejoin_meets_only_known_peers_whose_names_moved(default, render, tmp_path):
+def test_redis_rejoin_meets_only_unreachable_known_peers_where_their_names_resolve(default, render, tmp_path):
     """A whole-cluster restart: nodes.conf lists every peer at its old IP. The pod's own rejoin.sh (started
-    beside redis-server by start.sh) MEETs each peer whose hostname now resolves elsewhere, on the chart's
-    ports, skips itself, handshakes and peers whose address is right, then ends once the cluster is ok."""
+    beside redis-server by start.sh) MEETs each peer it cannot reach at the address its name resolves to now,
+    on the chart's ports; it skips itself, handshakes and connected peers (whatever DNS says), then ends
+    after a minute of every peer connected and the cluster ok."""
     cm = default.get("ConfigMap", f"{R}-redis-config")
     assert "sh /etc/redis/rejoin.sh &" in cm["data"]["start.sh"]
     h = f"{R}-redis-headless.{NAMESPACE}.svc.cluster.local"
@@ -191,12 +192,13 @@ def test_redis_rejoin_meets_only_known_peers_whose_names_moved(default, render, 
             "d4 10.9.9.9:6379@16379 handshake - 0 0 0 disconnected",
         ]
     )
-    resolves = {f"{R}-redis-0.{h}": "10.1.0.10", f"{R}-redis-1.{h}": "10.1.0.11", f"{R}-redis-2.{h}": "10.0.0.12"}
+    # redis-2 is connected where nodes.conf lists it: a DNS answer elsewhere (a cached one) must not move it
+    resolves = {f"{R}-redis-0.{h}": "10.1.0.10", f"{R}-redis-1.{h}": "10.1.0.11", f"{R}-redis-2.{h}": "10.7.7.7"}
     proc, calls = _run_rejoin(cm["data"]["rejoin.sh"], tmp_path, nodes, "cluster_state:fail\\r\\n", resolves)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     meets = [c.split("cluster meet ")[1] for c in calls if "cluster meet" in c]
     assert meets == ["10.1.0.11 6379 16379"], calls
-    assert "listed at 10.0.0.11 and resolves to 10.1.0.11" in proc.stdout
+    assert "unreachable at 10.0.0.11 and resolves to 10.1.0.11" in proc.stdout
     assert "the cluster ok for a minute" in proc.stdout
     assert len([c for c in calls if c.endswith("cluster nodes")]) == 1 + 12, "ends after 12 clean looks, no sooner"
     # other ports: the MEET names the bus port (not always port + 10000)
@@ -232,7 +234,7 @@ def test_redis_rejoin_repoints_a_replica_that_still_dials_its_masters_old_ip(def
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [c for c in calls if "cluster replicate" in c] == ["-p 6379 cluster replicate a1"], calls
     assert not [c for c in calls if "meet" in c]
-    assert "replication dials 10.0.0.10, the master" in proc.stdout
+    assert "replication dials 10.0.0.10, the master is at 10.1.0.10" in proc.stdout
 
 
 def test_redis_rejoin_does_not_trust_an_early_ok_while_dns_still_answers_the_old_ips(default, tmp_path):
@@ -245,7 +247,7 @@ def test_redis_rejoin_does_not_trust_an_early_ok_while_dns_still_answers_the_old
     nodes = "\n".join(
         [
             f"a1 10.0.0.10:6379@16379,{R}-redis-0.{h} myself,master - 0 0 1 connected 0-8191",
-            f"b2 10.0.0.11:6379@16379,{R}-redis-1.{h} master - 0 0 2 connected 8192-16383",
+            f"b2 10.0.0.11:6379@16379,{R}-redis-1.{h} master,fail? - 0 0 2 disconnected 8192-16383",
         ]
     )
     resolves = {f"{R}-redis-0.{h}": "10.1.0.10", f"{R}-redis-1.{h}": "10.1.0.11"}
