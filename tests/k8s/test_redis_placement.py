@@ -123,7 +123,7 @@ def test_reconciler_repairs_a_replica_moved_onto_its_masters_node(kube: Kube, re
 
 
 def _healed_everywhere(kube: Kube, rel: Release) -> bool:
-    """Every pod says cluster_state:ok AND knows every other pod at its current IP, connected and not failing.
+    """Every pod says cluster_state:ok AND knows every other pod at its current IP, none failing.
 
     cluster_state:ok alone is not enough: right after a restart each node still trusts the peers of its
     nodes.conf (the old IPs) until cluster-node-timeout passes, so it answers ok for a few seconds and then
@@ -137,7 +137,10 @@ def _healed_everywhere(kube: Kube, rel: Release) -> bool:
             if "cluster_state:ok" not in _redis_cli(rel, pod.metadata.name, "cluster", "info"):
                 return False
             view = parse_cluster_nodes(_redis_cli(rel, pod.metadata.name, "cluster", "nodes"))
-            if {n.ip for n in view} != current or any(n.failing for n in view):
+            # peers only: a node's own line keeps the IP it last learned from a MEET, which no peer uses (the
+            # bus takes a sender's address from its connection; clients are given hostnames)
+            peers = {n.ip for n in view if not n.is_myself}
+            if peers != current - {pod.status.pod_ip} or any(n.failing for n in view):
                 return False
     except Exception:  # a pod not answering exec yet
         return False
@@ -167,7 +170,6 @@ def _reconciler_suspended(kube: Kube, rel: Release) -> Iterator[None]:
         kube.batch.patch_namespaced_cron_job(cron, rel.namespace, {"spec": {"suspend": False}})
 
 
-@pytest.mark.extended
 def test_every_redis_pod_restarted_at_once_comes_back_as_one_cluster(
     kube: Kube, release: Release, multi_node, api: AirflowAPI
 ):
