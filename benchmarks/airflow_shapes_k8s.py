@@ -111,8 +111,11 @@ def install(shape: str, namespace: str) -> float:
     return time.monotonic() - started
 
 
-def uninstall() -> None:
+def uninstall(namespace: str) -> None:
+    """scripts/down --keep-cluster, then wait until the namespace is gone (a namespace being terminated
+    refuses the next install's objects)."""
     subprocess.run([str(REPO_ROOT / "scripts" / "down"), "--keep-cluster"], capture_output=True, text=True, timeout=900)
+    kubectl("wait", "--for=delete", f"namespace/{namespace}", "--timeout=600s", timeout=660, check=False)
 
 
 def admin_password(namespace: str) -> str:
@@ -380,7 +383,7 @@ def main(argv: list[str]) -> int:
         finally:
             if forward is not None:
                 forward.close()
-            uninstall()
+            uninstall(args.namespace)
     report(results)
     report_components(results, idle, args.idle_seconds)
     return status
