@@ -6,8 +6,8 @@
 Needs a cluster in ``KUBECONFIG`` that ``scripts/up`` can install on (``../shared/kube`` or kind, whose images
 it builds and loads; the image's ``failover-probes`` target carries ``dags/ha_bench.py``). Without one it
 says so and does nothing. Each shape is installed in turn with ``scripts/up`` (``values/kubeone.yaml`` or
-``values/kind.yaml``, plus the shape's ``--set``s) into ``--namespace``, measured, and uninstalled with
-``scripts/down --keep-cluster`` before the next one, on the same nodes:
+``values/kind.yaml``, plus the shape's ``--set``s) into ``--namespace``, measured, and uninstalled (helm
+uninstall, the namespace deleted without the pods' grace period) before the next one, on the same nodes:
 
 * ``ha`` - the profile as it is: 2 schedulers, 2 api-servers, the Redis Cluster with the chart's broker
   options (WAIT for one replica after every publish), the 3-member Group Replication group behind HAProxy,
@@ -45,6 +45,7 @@ from pathlib import Path
 
 from tests.harness.failover.api import AirflowAPI
 from tests.harness.failover.kubernetes import PortForward
+from tests.harness.release import admin_password, delete_namespace
 from tests.harness.waiting import wait_until
 
 from benchmarks.airflow_shapes import (
@@ -58,6 +59,7 @@ from benchmarks.airflow_shapes import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KUBECTL = REPO_ROOT / ".tools" / "bin" / "kubectl"
+HELM = REPO_ROOT / ".tools" / "bin" / "helm"
 RELEASE = "airflow-ha"  # the profiles name this release's Secrets (values/kubeone.yaml's env)
 TERMINAL_RUN = ("success", "failed")
 SHAPES = {
@@ -112,19 +114,13 @@ def install(shape: str, namespace: str) -> float:
 
 
 def uninstall(namespace: str) -> None:
-    """scripts/down --keep-cluster, then wait until the namespace is gone (a namespace being terminated
-    refuses the next install's objects)."""
-    subprocess.run([str(REPO_ROOT / "scripts" / "down"), "--keep-cluster"], capture_output=True, text=True, timeout=900)
-    kubectl("wait", "--for=delete", f"namespace/{namespace}", "--timeout=600s", timeout=660, check=False)
-
-
-def admin_password(namespace: str) -> str:
-    proc = subprocess.run(
-        ["python3", str(REPO_ROOT / "scripts" / "admin-password"), "--namespace", namespace, "--release", RELEASE,
-         "--kubectl", str(KUBECTL)],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    return proc.stdout.strip()
+    """The release and its namespace gone before the next shape: helm uninstall (it does not wait by
+    default), then the namespace deleted with its pods' grace period cut short (a worker's warm shutdown holds
+    it 600 s, and a namespace being terminated refuses the next install's objects); scripts/down then forgets
+    the release."""
+    subprocess.run([str(HELM), "uninstall", RELEASE, "-n", namespace], capture_output=True, timeout=300)
+    delete_namespace(namespace, KUBECTL, timeout=600)
+    subprocess.run([str(REPO_ROOT / "scripts" / "down"), "--keep-cluster"], capture_output=True, timeout=900)
 
 
 def pod_components(namespace: str) -> dict[str, str]:
@@ -271,7 +267,11 @@ def measure_idle(namespace: str, shape: str, seconds: float) -> dict:
 def connect(namespace: str) -> tuple[AirflowAPI, PortForward]:
     forward = PortForward(KUBECTL, namespace, lambda: f"svc/{RELEASE}-api-server", 8080)
     api = AirflowAPI(
-        "", base_url_for=forward.url, reconnect=forward.close, username="admin", password=admin_password(namespace)
+        "",
+        base_url_for=forward.url,
+        reconnect=forward.close,
+        username="admin",
+        password=admin_password(namespace, RELEASE),
     )
     wait_until(lambda: set(DAG.values()) <= api.dag_ids(), 600, "the benchmark DAGs parsed", interval=5)
     for dag_id in DAG.values():

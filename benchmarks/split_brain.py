@@ -13,18 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KUBECTL = REPO_ROOT / ".tools" / "bin" / "kubectl"
-
-
-def _admin_password(namespace: str, release: str) -> str:
-    if os.environ.get("AIRFLOW_HA_ADMIN_PASSWORD"):
-        return os.environ["AIRFLOW_HA_ADMIN_PASSWORD"]
-    argv = ["python3", str(REPO_ROOT / "scripts" / "admin-password"), "--namespace", namespace, "--release", release]
-    return subprocess.run([*argv, "--kubectl", str(KUBECTL)], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def main(argv: list[str]) -> int:
@@ -36,11 +28,10 @@ def main(argv: list[str]) -> int:
     from tests.harness.failover import nodes
     from tests.harness.failover.kubernetes import KubernetesBackend
     from tests.harness.failover.report import markdown_table
+    from tests.harness.release import admin_password
 
     try:
-        backend = KubernetesBackend(
-            args.namespace, args.release, KUBECTL, _admin_password(args.namespace, args.release)
-        )
+        backend = KubernetesBackend(args.namespace, args.release, KUBECTL, admin_password(args.namespace, args.release))
         names = sorted(n.metadata.name for n in backend.core.list_node().items)
     except Exception as exc:  # no cluster, no release: nothing to measure here
         print(f"skipped: no release {args.release} in namespace {args.namespace} answers ({exc})")

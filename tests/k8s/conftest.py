@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.harness import release as release_access
 from tests.harness import setup_budget
 from tests.harness.failover import scenarios
 from tests.harness.failover.api import AirflowAPI
@@ -244,17 +245,6 @@ def release(kube: Kube) -> Iterator[Release]:
             record("teardown: helm uninstall (scripts/down --keep-cluster)", f"{time.monotonic() - t0:.0f} s")
 
 
-def delete_namespace(namespace: str) -> None:
-    """A test's own namespace gone for good before it is made again: pods go first without their grace period
-    (a worker's warm shutdown would hold the namespace for its 600 s)."""
-    ns = ["-n", namespace]
-    run([KUBECTL, *ns, "delete", "pods", "--all", "--grace-period=0", "--force", "--wait=false"], check=False)
-    run([KUBECTL, "delete", "namespace", namespace, "--ignore-not-found", "--wait=true", "--timeout=300s"],
-        check=False, timeout=330)  # fmt: skip
-    wait_until(lambda: run([KUBECTL, "get", "namespace", namespace], check=False).returncode != 0, 300,
-               f"namespace {namespace} deleted", interval=3)  # fmt: skip
-
-
 def api_server_service(kube: Kube, rel: Release) -> str:
     svcs = kube.core.list_namespaced_service(rel.namespace, label_selector=f"{rel.selector},component=api-server").items
     if svcs:
@@ -284,29 +274,13 @@ def port_forward(kube: Kube, release: Release) -> Iterator[PortForward]:
 
 
 def admin_password(kube: Kube, rel: Release) -> tuple[str, str]:
-    """(username, password) of the simple-auth-manager admin: AIRFLOW_HA_ADMIN_USER/PASSWORD, else the
-    release's Secret (scripts/admin-password knows where the chart keeps it)."""
+    """(username, password) of the simple-auth-manager admin: AIRFLOW_HA_ADMIN_USER (default admin) and its
+    password (tests/harness/release.py)."""
     user = os.environ.get("AIRFLOW_HA_ADMIN_USER", "admin")
-    if os.environ.get("AIRFLOW_HA_ADMIN_PASSWORD"):
-        return user, os.environ["AIRFLOW_HA_ADMIN_PASSWORD"]
-    proc = run(
-        [
-            "python3",
-            REPO_ROOT / "scripts" / "admin-password",
-            "--namespace",
-            rel.namespace,
-            "--release",
-            rel.name,
-            "--kubectl",
-            KUBECTL,
-            "--user",
-            user,
-        ],
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"cannot find the admin password: {proc.stderr.strip()}")
-    return user, proc.stdout.strip()
+    try:
+        return user, release_access.admin_password(rel.namespace, rel.name, user, KUBECTL)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

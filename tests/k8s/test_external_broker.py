@@ -20,6 +20,7 @@ import yaml
 
 from tests.harness.failover.api import AirflowAPI
 from tests.harness.failover.kubernetes import PortForward, pod_ready
+from tests.harness.release import delete_namespace
 from tests.harness.servers.tls import CertificateAuthority
 from tests.harness.waiting import wait_until
 from tests.k8s.conftest import (
@@ -31,7 +32,6 @@ from tests.k8s.conftest import (
     Release,
     _keep,
     admin_password,
-    delete_namespace,
     record,
     run,
 )

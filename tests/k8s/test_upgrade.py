@@ -28,6 +28,7 @@ import yaml
 
 from tests.harness.failover.api import AirflowAPI
 from tests.harness.failover.kubernetes import PortForward
+from tests.harness.release import delete_namespace
 from tests.harness.waiting import wait_until
 from tests.k8s.conftest import (
     HELM,
@@ -38,7 +39,6 @@ from tests.k8s.conftest import (
     Release,
     _keep,
     admin_password,
-    delete_namespace,
     record,
     run,
 )
