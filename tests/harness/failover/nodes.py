@@ -305,6 +305,13 @@ def _bring_back(backend: KubernetesBackend, nodes: NodeControl, target: str) -> 
     A node whose kubelet stays not Ready for minutes is powered off and on once more, as one would a machine
     that did not boot: in one CI run a restarted node never turned Ready. What the product does about a lost
     node is measured either way; each retry is printed with what the node's kubelet logged."""
+
+    def ready() -> bool:
+        try:
+            return target in backend.ready_nodes()
+        except Exception:  # the API server still busy with the returning node
+            return False
+
     for attempt in (1, 2):
         try:
             nodes.start(target)
@@ -312,13 +319,6 @@ def _bring_back(backend: KubernetesBackend, nodes: NodeControl, target: str) -> 
             failure = str(exc)[-300:]
         else:
             return
-
-        def ready() -> bool:
-            try:
-                return target in backend.ready_nodes()
-            except Exception:  # the API server still busy with the returning node
-                return False
-
         try:
             wait_until(ready, 240, f"node {target} Ready", interval=2)
         except WaitTimeout:
@@ -372,6 +372,11 @@ def node_lost(
         tasks_per_run=scenarios.SENSORS_PER_RUN,
     )
     backend.api.unpause(scenarios.SENSOR_PROBE_DAG)
+
+    def release_sensors() -> None:
+        for run_id in sensors.runs:
+            backend.api.set_variable(f"{scenarios.SENSOR_RELEASE_PREFIX}/{run_id}", "go")
+
     sensors.trigger(2)
     workload.trigger(3)
     wait_until(lambda: workload.succeeded() > 0, 180, "probe tasks to flow")
@@ -428,11 +433,9 @@ def node_lost(
             with contextlib.suppress(Exception):
                 _bring_back(backend, nodes, target)
         with contextlib.suppress(Exception):
-            for run_id in sensors.runs:
-                backend.api.set_variable(f"{scenarios.SENSOR_RELEASE_PREFIX}/{run_id}", "go")
+            release_sensors()
         raise
-    for run_id in sensors.runs:
-        backend.api.set_variable(f"{scenarios.SENSOR_RELEASE_PREFIX}/{run_id}", "go")
+    release_sensors()
     states = backend.api.wait_for_runs([(workload.dag_id, r) for r in workload.runs], scenarios.RUN_TIMEOUT)
     sensor_states = backend.api.wait_for_runs([(sensors.dag_id, r) for r in sensors.runs], scenarios.RUN_TIMEOUT)
     returned = time.monotonic()
