@@ -55,7 +55,8 @@ METRICS: tuple[Metric, ...] = (
         "broker.retries",
         "counter",
         ("error",),
-        "broker commands retried through a failover or reshard, by the error that made them retry",
+        "broker commands retried through a failover or reshard (publishes, acks, a consumer's waits and "
+        "subscriptions), by the error that made them retry",
     ),
     Metric(
         "broker.stall",

@@ -31,6 +31,7 @@ from time import monotonic
 import redis.exceptions as rexc
 from kombu.utils.json import loads
 
+from airflow_ha import metrics
 from airflow_ha.broker import keys
 from airflow_ha.broker.errors import BrokerUnavailable
 from airflow_ha.broker.routing import RETRYABLE, SlotRouter
@@ -178,6 +179,8 @@ class Drain:
 
     def _waiter_failed(self, waiter: Waiter, exc: BaseException) -> None:
         log.warning("broker: waiting on %r failed (%s: %s); refreshing slot map", waiter.queue, type(exc).__name__, exc)
+        # the BLPOP is sent again (at once after MOVED): a consumer's retry, as a publish's is counted
+        metrics.incr("broker.retries", error=type(exc).__name__)
         waiter.drop()
         # MOVED names the slot's new owner (a reshard, a finished failover): wait there at once
         moved = isinstance(exc, rexc.MovedError) or str(exc).startswith("MOVED")
@@ -228,10 +231,11 @@ class Drain:
                 del self._sub_node[chan]
         self._subs_dirty = True
 
-    def _pubsub_lost(self, node_name: str, why: str) -> None:
+    def _pubsub_lost(self, node_name: str, exc: BaseException) -> None:
         """Drop a pub/sub connection that failed or went silent; its channels are subscribed again at their
         current masters (the slot map is refreshed: the node may have been failed over)."""
-        log.warning("broker: pub/sub connection to %s %s; resubscribing", node_name, why)
+        log.warning("broker: pub/sub connection to %s lost (%s: %s); resubscribing", node_name, type(exc).__name__, exc)
+        metrics.incr("broker.retries", error=type(exc).__name__)
         self._drop_pubsub(node_name)
         self.router.refresh()
 
@@ -266,6 +270,7 @@ class Drain:
             self._subs_dirty = False
             self._broken_since = None
         except RETRYABLE as exc:
+            metrics.incr("broker.retries", error=type(exc).__name__)  # subscribed again after a back-off
             self._broken(exc)
 
     def _read_fanout(self) -> bool:
@@ -295,7 +300,7 @@ class Drain:
                             self.transport._deliver(loads(msg["data"]), queue)
                             delivered = True
             except (*RETRYABLE, rexc.PubSubError, rexc.ResponseError) as exc:
-                self._pubsub_lost(name, f"lost ({exc})")
+                self._pubsub_lost(name, exc)
                 self._resubscribe_at = monotonic() + RETRY_AFTER  # back off: never spin on a failing node
         return delivered
 
@@ -310,13 +315,13 @@ class Drain:
         for name, ps in list(self._pubsubs.items()):
             due = self._pong_due.get(name)
             if due is not None and now >= due:
-                self._pubsub_lost(name, "did not answer PING")
+                self._pubsub_lost(name, rexc.TimeoutError(f"no PONG from {name} within socket_timeout"))
                 continue
             if due is None and now >= self._next_ping.setdefault(name, now + PUBSUB_PING_EVERY):
                 try:
                     ps.ping()
                 except (*RETRYABLE, rexc.PubSubError) as exc:
-                    self._pubsub_lost(name, f"lost ({exc})")
+                    self._pubsub_lost(name, exc)
                     continue
                 self._pong_due[name] = now + self.opts.socket_timeout
                 self._next_ping[name] = now + PUBSUB_PING_EVERY

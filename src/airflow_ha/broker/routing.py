@@ -136,7 +136,8 @@ class SlotRouter:
         ``deadline`` is seconds to keep retrying (default ``failover_timeout``; 0: one attempt, plus the
         hops a MOVED answer asks for).
         """
-        limit = monotonic() + (self.opts.failover_timeout if deadline is None else deadline)
+        budget = self.opts.failover_timeout if deadline is None else deadline
+        limit = monotonic() + budget
         delay = 0.05
         hops = 0
         first_error: float | None = None
@@ -160,9 +161,11 @@ class SlotRouter:
                     self.refresh()
                     continue
                 if monotonic() >= limit:
+                    within = f"{budget:g}s" if deadline else "one try"
+                    if deadline is None:
+                        within = f"failover_timeout={budget:g}s"
                     raise BrokerUnavailable(
-                        f"Redis Cluster did not serve slot of {key!r} within failover_timeout="
-                        f"{self.opts.failover_timeout:g}s: {exc.__class__.__name__}: {exc}"
+                        f"Redis Cluster did not serve slot of {key!r} within {within}: {exc.__class__.__name__}: {exc}"
                     ) from exc
                 log.warning("broker: %s on %r, refreshing slot map and retrying", exc.__class__.__name__, key)
                 sleep(delay)

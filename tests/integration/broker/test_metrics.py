@@ -4,6 +4,7 @@ master of a private Redis Cluster is killed while it publishes."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 
@@ -56,3 +57,37 @@ def test_a_master_failover_and_a_redelivery_show_in_the_broker_series(own_cluste
         f"\nfailover seen in the series: {stall_count:.0f} stalled command(s), {stall_sum:.1f} s stalled in all "
         f"(publishing through it took {through_failover:.1f} s), retries {sorted(retries.items())}"
     )
+
+
+def test_an_idle_consumers_wait_on_a_restarted_master_is_a_counted_retry(own_cluster, exporter):
+    """Found in CI on the 3-node cluster: a Redis master killed while the workers only waited on it, its pod back
+    on its AOF before a replica was promoted, showed slot-map reloads but not one retry: no publish or ack met
+    the dead master, and a consumer's failed BLPOP was not counted. It is sent again, so it is a retry too,
+    counted by its error as a publish's is. Here the master is killed and started again before the consumer
+    runs on: its wait is the only command that meets the outage."""
+    cluster = own_cluster
+    wait_replicas_in_sync(cluster)
+    queue = Queue(f"idle-{secrets.token_hex(3)}")
+    options = {"failover_timeout": 60, "replication_wait_replicas": 0}
+    with Connection(cluster.url(), transport_options=options) as conn:
+        got = []
+        with Consumer(conn, [queue], callbacks=[lambda body, m: (got.append(body), m.ack())], prefetch_count=1):
+            Producer(conn).publish({"n": 0}, routing_key=queue.name, declare=[queue])
+            drain(conn, got, 1)  # idle now: only its BLPOP is armed on the queue's master
+            with contextlib.suppress(TimeoutError, OSError):
+                conn.drain_events(timeout=0.5)
+            assert exporter.value("airflow_ha_broker_retries_total") == 0
+            master = cluster.master_for_slot(keys.queue_slot(queue.name))
+            cluster.kill(master)
+            cluster.restart(master)  # back before any failover, as a restarted container is
+            cluster.wait_healthy()  # serving again: a read now succeeds at once
+            deadline = time.monotonic() + 30
+            while not exporter.value("airflow_ha_broker_retries_total") and time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError, OSError):
+                    conn.drain_events(timeout=0.5)
+            samples = exporter.samples("airflow_ha_broker_retries_total")
+            Producer(conn).publish({"n": 1}, routing_key=queue.name, declare=[queue])  # and it still consumes
+            drain(conn, got, 2, timeout=30)
+    print(f"\nidle consumer, its master killed and restarted: retries {sorted(samples.items())}")
+    assert set(samples) == {'{error="ConnectionError"}'}, samples  # the wait's, and nothing else met the outage
+    assert got == [{"n": 0}, {"n": 1}]
