@@ -69,6 +69,7 @@ from tests.harness.waiting import wait_until
 
 from airflow_ha.broker.keys import queue_slot
 from benchmarks._celery import PlainRedis, commandstats, live_clients
+from benchmarks._cpu import cpu_seconds_by_part, machine_cpu_seconds
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHAIN_LENGTH = 5
@@ -169,32 +170,6 @@ def chart_config_env() -> dict[str, str]:
 
 
 # -- measuring ----------------------------------------------------------------------------------------------
-CLOCK_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds_by_part(parts: dict[str, set[int]]) -> dict[str, float]:
-    """CPU seconds of every live process in each part's process groups (each server and Airflow process
-    leads its own), plus what their reaped children used: the task processes a worker forked, for one."""
-    part_of = {pgid: part for part, pgids in parts.items() for pgid in pgids}
-    ticks = dict.fromkeys(parts, 0)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            # after the name: state ppid pgrp session ... utime(11) stime(12) cutime(13) cstime(14)
-            part = part_of.get(int(fields[2]))
-            if part is not None:
-                ticks[part] += sum(int(f) for f in fields[11:15])
-    return {part: t / CLOCK_TICK for part, t in ticks.items()}
-
-
-def machine_cpu_seconds() -> float:
-    """Busy CPU seconds of the whole machine since boot (every core, idle and iowait excluded)."""
-    ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICK
-
-
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None

@@ -48,10 +48,10 @@ from tests.harness.failover.kubernetes import PortForward
 from tests.harness.release import admin_password, delete_namespace
 from tests.harness.waiting import wait_until
 
+from benchmarks._cpu import machine_cpu_seconds
 from benchmarks.airflow_shapes import (
     CHAIN_LENGTH,
     fmt_number,
-    machine_cpu_seconds,
     ratio_text,
     run_workloads,
     summarise,

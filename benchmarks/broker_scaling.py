@@ -25,6 +25,8 @@ consuming one queue (``default``) or 6 queues (tasks spread round-robin). Per ro
 * Redis commands per task: the sum over every node of ``INFO commandstats`` deltas across the burst,
   divided by the tasks (includes the workers' idle traffic in that window, and for the cluster what the
   replicas apply);
+* CPU ms per task over the burst, by part (/proc): the publisher (this process), the workers, the Redis
+  masters and the replicas (stock: its one server); where ours spends more than stock, and on what;
 * ours/stock ratio of tasks/s and of commands per task.
 
 No assertion: the numbers are this machine's.
@@ -55,11 +57,18 @@ from benchmarks._celery import (
     wait_count,
     wait_in_sync,
 )
+from benchmarks._cpu import cpu_seconds_by_part, own_cpu_seconds
 
 QUEUE_SETS = {1: ("default",), 6: ("default", "q1", "q2", "q3", "q4", "q5")}
 
 
-def run_case(broker, url, clients_fn, n_workers, queues, args, workdir: Path) -> dict:
+def cpu_by_part(workers: WorkerSet, redis_parts: dict[str, set[int]]) -> dict[str, float]:
+    """CPU seconds so far of the publisher (this process), the workers and each Redis part."""
+    groups = {"workers": {w.proc.pid for w in workers.workers}, **redis_parts}
+    return {"publisher": own_cpu_seconds(), **cpu_seconds_by_part(groups)}
+
+
+def run_case(broker, url, clients_fn, parts_fn, n_workers, queues, args, workdir: Path) -> dict:
     workers = WorkerSet(workdir, url, broker)
     app = None
     try:
@@ -79,11 +88,14 @@ def run_case(broker, url, clients_fn, n_workers, queues, args, workdir: Path) ->
             clients = clients_fn()
             replica = [c.info("replication").get("role") == "slave" for c in clients]
             before = [commandstats([c]) for c in clients]
+            redis_parts = parts_fn()
+            cpu_before = cpu_by_part(workers, redis_parts)
             first = time.time()
             for i in range(args.tasks):
                 app.send_task(TASK, args=[time.time()], queue=queues[i % len(queues)], producer=producer)
             published = time.time()
             wait_count(workers, args.tasks, 600, f"{args.tasks} burst tasks")
+            cpu_after = cpu_by_part(workers, redis_parts)
             after = [commandstats([c]) for c in clients]
             burst = workers.runs()
             workers.clear_runs()
@@ -113,6 +125,7 @@ def run_case(broker, url, clients_fn, n_workers, queues, args, workdir: Path) ->
             "top": [(name, calls / args.tasks) for name, calls in delta.most_common(5)],
             "all": [(name, calls / args.tasks) for name, calls in delta.most_common()],
             "replica_cmds_per_task": sum(on_replicas.values()) / args.tasks,
+            "cpu_ms_per_task": {k: (cpu_after[k] - cpu_before[k]) * 1000 / args.tasks for k in cpu_before},
             "runs": len(burst),
         }
     finally:
@@ -173,11 +186,18 @@ def main(argv=None) -> int:
                         clients = lambda: live_clients(cluster, None)  # noqa: E731
                     else:
                         url, clients = plain.url(), lambda: live_clients(None, plain)
+                    if broker == "stock":
+                        parts = lambda: {"redis masters": {plain.proc.pid}, "redis replicas": set()}  # noqa: E731
+                    else:
+                        parts = lambda: {  # noqa: E731
+                            "redis masters": {n.proc.pid for n in cluster.master_nodes()},
+                            "redis replicas": {n.proc.pid for n in cluster.replica_nodes()},
+                        }
                     label = f"{broker} {nw} workers {nq} queue(s)"
                     print(f"running: {label} ...", flush=True)
                     t0 = time.monotonic()
                     results[nw, nq, broker] = run_case(
-                        broker, url, clients, nw, QUEUE_SETS[nq], args, base / f"{broker}-w{nw}-q{nq}"
+                        broker, url, clients, parts, nw, QUEUE_SETS[nq], args, base / f"{broker}-w{nw}-q{nq}"
                     )
                     print(f"  done in {time.monotonic() - t0:.0f}s", flush=True)
     finally:
@@ -223,6 +243,28 @@ def report(args, results, plain, elapsed) -> None:
                     f"{ratio:>15} {cmds:>12}"
                 )
     print("p50/p99: publish -> start of paced tasks; burst p50: the same in the burst (queueing included)")
+    print()
+    print("CPU ms per task over the burst, by part (/proc; x stock: all parts against stock's all):")
+    names = ("publisher", "workers", "redis masters", "redis replicas")
+    header = (
+        f"{'workers':>7} {'queues':>6} {'broker':11} "
+        + " ".join(f"{n:>14}" for n in names)
+        + f" {'all':>7} {'x stock':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for nq in args.queue_counts:
+        for nw in args.worker_counts:
+            for broker in args.broker_list:
+                r = results.get((nw, nq, broker))
+                if r is None:
+                    continue
+                cpu = r["cpu_ms_per_task"]
+                total = sum(cpu.values())
+                stock = results.get((nw, nq, "stock"))
+                ratio = f"{total / sum(stock['cpu_ms_per_task'].values()):.2f}" if stock and broker != "stock" else ""
+                cells = " ".join(f"{cpu.get(n, 0.0):14.2f}" for n in names)
+                print(f"{nw:7d} {nq:6d} {broker:11} {cells} {total:7.2f} {ratio:>7}")
     print("cmds/task: all nodes' INFO commandstats delta over the burst / tasks; top commands per task:")
     for nq in args.queue_counts:
         for nw in args.worker_counts:
