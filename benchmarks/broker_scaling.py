@@ -211,6 +211,16 @@ def main(argv=None) -> int:
     return 0
 
 
+def _rows(args, results):
+    """(workers, queues, broker, result, stock's result in the same case or None for stock itself), in order."""
+    for nq in args.queue_counts:
+        for nw in args.worker_counts:
+            for broker in args.broker_list:
+                r = results.get((nw, nq, broker))
+                if r is not None:
+                    yield nw, nq, broker, r, results.get((nw, nq, "stock")) if broker != "stock" else None
+
+
 def report(args, results, plain, elapsed) -> None:
     print()
     print(
@@ -226,22 +236,16 @@ def report(args, results, plain, elapsed) -> None:
     )
     print(header)
     print("-" * len(header))
-    for nq in args.queue_counts:
-        for nw in args.worker_counts:
-            for broker in args.broker_list:
-                r = results.get((nw, nq, broker))
-                if r is None:
-                    continue
-                stock = results.get((nw, nq, "stock"))
-                ratio = cmds = ""
-                if broker != "stock" and stock:
-                    ratio = f"{r['throughput'] / stock['throughput']:.2f}"
-                    cmds = f"{r['cmds_per_task'] / stock['cmds_per_task']:.2f}"
-                print(
-                    f"{nw:7d} {nq:6d} {broker:11} {r['throughput']:8.0f} {r['publish_rate']:9.0f} "
-                    f"{r['p50_ms']:7.1f} {r['p99_ms']:7.1f} {r['burst_p50_ms']:9.0f} {r['cmds_per_task']:9.1f} "
-                    f"{ratio:>15} {cmds:>12}"
-                )
+    for nw, nq, broker, r, stock in _rows(args, results):
+        ratio = cmds = ""
+        if stock:
+            ratio = f"{r['throughput'] / stock['throughput']:.2f}"
+            cmds = f"{r['cmds_per_task'] / stock['cmds_per_task']:.2f}"
+        print(
+            f"{nw:7d} {nq:6d} {broker:11} {r['throughput']:8.0f} {r['publish_rate']:9.0f} "
+            f"{r['p50_ms']:7.1f} {r['p99_ms']:7.1f} {r['burst_p50_ms']:9.0f} {r['cmds_per_task']:9.1f} "
+            f"{ratio:>15} {cmds:>12}"
+        )
     print("p50/p99: publish -> start of paced tasks; burst p50: the same in the burst (queueing included)")
     print()
     print("CPU ms per task over the burst, by part (/proc; x stock: all parts against stock's all):")
@@ -253,30 +257,21 @@ def report(args, results, plain, elapsed) -> None:
     )
     print(header)
     print("-" * len(header))
-    for nq in args.queue_counts:
-        for nw in args.worker_counts:
-            for broker in args.broker_list:
-                r = results.get((nw, nq, broker))
-                if r is None:
-                    continue
-                cpu = r["cpu_ms_per_task"]
-                total = sum(cpu.values())
-                stock = results.get((nw, nq, "stock"))
-                ratio = f"{total / sum(stock['cpu_ms_per_task'].values()):.2f}" if stock and broker != "stock" else ""
-                cells = " ".join(f"{cpu.get(n, 0.0):14.2f}" for n in names)
-                print(f"{nw:7d} {nq:6d} {broker:11} {cells} {total:7.2f} {ratio:>7}")
+    for nw, nq, broker, r, stock in _rows(args, results):
+        cpu = r["cpu_ms_per_task"]
+        total = sum(cpu.values())
+        ratio = f"{total / sum(stock['cpu_ms_per_task'].values()):.2f}" if stock else ""
+        cells = " ".join(f"{cpu.get(n, 0.0):14.2f}" for n in names)
+        print(f"{nw:7d} {nq:6d} {broker:11} {cells} {total:7.2f} {ratio:>7}")
+    print()
     print("cmds/task: all nodes' INFO commandstats delta over the burst / tasks; top commands per task:")
-    for nq in args.queue_counts:
-        for nw in args.worker_counts:
-            for broker in args.broker_list:
-                r = results.get((nw, nq, broker))
-                if r:
-                    rows = r["all"] if args.all_commands else r["top"]
-                    top = ", ".join(f"{name} {per:.2f}" for name, per in rows if per >= 0.005)
-                    replicas = ""
-                    if args.all_commands:
-                        replicas = f" (of which replicas applying writes: {r['replica_cmds_per_task']:.1f})"
-                    print(f"  {broker:11} {nw}w {nq}q: {top}{replicas}")
+    for nw, nq, broker, r, _stock in _rows(args, results):
+        rows = r["all"] if args.all_commands else r["top"]
+        top = ", ".join(f"{name} {per:.2f}" for name, per in rows if per >= 0.005)
+        replicas = ""
+        if args.all_commands:
+            replicas = f" (of which replicas applying writes: {r['replica_cmds_per_task']:.1f})"
+        print(f"  {broker:11} {nw}w {nq}q: {top}{replicas}")
 
 
 if __name__ == "__main__":
