@@ -92,3 +92,15 @@ def test_database_errors_past_the_window_raise_with_the_answer(server_factory):
     api = AirflowAPI(server.url, timeout=2, unavailable_for=0.0)
     with pytest.raises(AirflowAPIError, match="Database error"):
         api.run_state("d", "r")
+
+
+def test_a_way_in_that_stopped_answering_is_replaced_and_the_request_asked_again(server_factory):
+    """A port-forward that accepts connections but relays nothing looks like a late api-server: after a late
+    answer the client drops its way in (``reconnect``) and asks again through the new one."""
+    hung = server_factory(late=100, delay=2)
+    healthy = server_factory()
+    ways = [hung.url]
+    api = AirflowAPI("", base_url_for=lambda: ways[-1], reconnect=lambda: ways.append(healthy.url),
+                     timeout=0.3, unavailable_for=30)  # fmt: skip
+    assert api.run_state("d", "r") == "success"
+    assert (hung.calls, healthy.calls, len(ways)) == (1, 1, 2)

@@ -64,9 +64,14 @@ class AirflowAPI:
                 response = self._send(method, path, headers, **kwargs)
             except requests.ReadTimeout:
                 # no answer in `timeout`: the api-server is waiting on a database connection that died with
-                # its node (it fails after database.timeouts.readSeconds); a client of an HA API asks again
+                # its node (it fails after database.timeouts.readSeconds); a client of an HA API asks again.
+                # The way there may be what hangs: a kubectl port-forward that still accepts connections but
+                # relays nothing (stop 31's CI: 90 s of late answers from a release under load). Asking again
+                # through a new one costs a second when it was the api-server.
                 if time.monotonic() >= deadline:
                     raise
+                if self.reconnect is not None:
+                    self.reconnect()
                 retried = True
                 continue
             if response.status_code == 401 and not relogged:
