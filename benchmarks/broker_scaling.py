@@ -5,13 +5,17 @@
 
 Both brokers run in the same run on the same cores (servers started here on 127.0.0.1):
 
-* ours: a 6-node Redis Cluster (3 masters + 3 replicas, ``RedisCluster``: AOF everysec) with the Celery
-  config Airflow builds from ``[celery] celery_config_options = airflow_ha.broker.celery_config.CELERY_CONFIG``
-  - the product's transport defaults, nothing hand-set;
+* ours: a 6-node Redis Cluster (3 masters + 3 replicas, ``RedisCluster``: AOF with ``appendfsync always``, as
+  the chart's Redis runs) with the Celery config Airflow builds from ``[celery] celery_config_options =
+  airflow_ha.broker.celery_config.CELERY_CONFIG`` - the product's defaults, nothing hand-set;
 * ours-nowait: the same cluster with ``?replication_wait_replicas=0`` in the broker URL (how the chart passes
-  ``broker.transportOptions``): no WAIT after a publish, so the row shows the transport's own cost and the
-  difference to ``ours`` what the replication wait costs on this machine;
-* stock: one ``redis-server`` (same AOF everysec) with Airflow's own ``DEFAULT_CELERY_CONFIG``.
+  ``broker.transportOptions``): no WAIT after a publish; the difference to ``ours`` is what the replication
+  wait costs on this machine;
+* ours-everysec: no WAIT, and every node set to ``appendfsync everysec`` for the row (``CONFIG SET``, set back
+  to ``always`` after it): the durability stock has, so against stock this row is the transport's own cost,
+  and the difference to ``ours-nowait`` what fsyncing every write costs;
+* stock: one ``redis-server`` (AOF, ``appendfsync everysec``: what a user configures for Celery) with Airflow's
+  own ``DEFAULT_CELERY_CONFIG``.
 
 Workers: N separate ``celery worker -P solo -O fair`` processes (one consumer connection and one task slot
 each, so N is the number of consumers a publish may wake; prefetch 1, acks_late, as Airflow sets),
@@ -134,6 +138,13 @@ def run_case(broker, url, clients_fn, parts_fn, n_workers, queues, args, workdir
         workers.stop()
 
 
+def set_appendfsync(cluster, policy: str) -> None:
+    """``CONFIG SET appendfsync`` on every node of the cluster (the harness starts them with ``always``)."""
+    for node in cluster.nodes:
+        with node.client(socket_timeout=3) as conn:
+            conn.config_set("appendfsync", policy)
+
+
 def parse(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks broker_scaling")
     parser.add_argument("--quick", action="store_true", help="one small case: 2 workers, 1 queue, 300 tasks")
@@ -142,7 +153,7 @@ def parse(argv):
     parser.add_argument("--rate", type=float, default=100.0, help="paced publish rate, tasks/s")
     parser.add_argument("--workers", default="1,4,8", help="worker process counts")
     parser.add_argument("--queues", default="1,6", help="queue counts (1 and/or 6)")
-    parser.add_argument("--brokers", default="ours,ours-nowait,stock")
+    parser.add_argument("--brokers", default="ours,ours-nowait,ours-everysec,stock")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     parser.add_argument("--all-commands", action="store_true", help="print every command per task, not the top 5")
     args, _ = parser.parse_known_args(argv)
@@ -181,7 +192,7 @@ def main(argv=None) -> int:
                 for broker in args.broker_list:
                     if broker == "ours":
                         url, clients = cluster.url(), lambda: live_clients(cluster, None)
-                    elif broker == "ours-nowait":
+                    elif broker in ("ours-nowait", "ours-everysec"):
                         url = cluster.url() + "?replication_wait_replicas=0"
                         clients = lambda: live_clients(cluster, None)  # noqa: E731
                     else:
@@ -196,9 +207,15 @@ def main(argv=None) -> int:
                     label = f"{broker} {nw} workers {nq} queue(s)"
                     print(f"running: {label} ...", flush=True)
                     t0 = time.monotonic()
-                    results[nw, nq, broker] = run_case(
-                        broker, url, clients, parts, nw, QUEUE_SETS[nq], args, base / f"{broker}-w{nw}-q{nq}"
-                    )
+                    if broker == "ours-everysec":
+                        set_appendfsync(cluster, "everysec")
+                    try:
+                        results[nw, nq, broker] = run_case(
+                            broker, url, clients, parts, nw, QUEUE_SETS[nq], args, base / f"{broker}-w{nw}-q{nq}"
+                        )
+                    finally:
+                        if broker == "ours-everysec":
+                            set_appendfsync(cluster, "always")
                     print(f"  done in {time.monotonic() - t0:.0f}s", flush=True)
     finally:
         if cluster is not None:
@@ -227,11 +244,14 @@ def report(args, results, plain, elapsed) -> None:
         f"Celery, N x `celery worker -P solo -O fair` (prefetch 1, acks_late: Airflow's config); "
         f"{args.tasks} burst tasks/row, latency from {args.paced} tasks at {args.rate:.0f}/s; {elapsed:.0f}s total"
     )
-    print("ours = rediscluster:// on 3 masters + 3 replicas, product defaults (celery_config.CELERY_CONFIG)")
+    print(
+        "ours = rediscluster:// on 3 masters + 3 replicas, appendfsync always (the chart's), product defaults "
+        "(celery_config.CELERY_CONFIG); -nowait: no WAIT; -everysec: no WAIT and appendfsync everysec (stock's)"
+    )
     print(f"stock = redis:// on one redis-server ({plain.persistence if plain else 'n/a'}), Airflow's defaults")
     print(f"Redis {redis_version(redis_server())} for both; 2-core machine shared by servers, workers and publisher")
     header = (
-        f"{'workers':>7} {'queues':>6} {'broker':11} {'tasks/s':>8} {'publish/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'workers':>7} {'queues':>6} {'broker':13} {'tasks/s':>8} {'publish/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'burst p50':>9} {'cmds/task':>9} {'x stock tasks/s':>15} {'x stock cmds':>12}"
     )
     print(header)
@@ -242,7 +262,7 @@ def report(args, results, plain, elapsed) -> None:
             ratio = f"{r['throughput'] / stock['throughput']:.2f}"
             cmds = f"{r['cmds_per_task'] / stock['cmds_per_task']:.2f}"
         print(
-            f"{nw:7d} {nq:6d} {broker:11} {r['throughput']:8.0f} {r['publish_rate']:9.0f} "
+            f"{nw:7d} {nq:6d} {broker:13} {r['throughput']:8.0f} {r['publish_rate']:9.0f} "
             f"{r['p50_ms']:7.1f} {r['p99_ms']:7.1f} {r['burst_p50_ms']:9.0f} {r['cmds_per_task']:9.1f} "
             f"{ratio:>15} {cmds:>12}"
         )
@@ -251,7 +271,7 @@ def report(args, results, plain, elapsed) -> None:
     print("CPU ms per task over the burst, by part (/proc; x stock: all parts against stock's all):")
     names = ("publisher", "workers", "redis masters", "redis replicas")
     header = (
-        f"{'workers':>7} {'queues':>6} {'broker':11} "
+        f"{'workers':>7} {'queues':>6} {'broker':13} "
         + " ".join(f"{n:>14}" for n in names)
         + f" {'all':>7} {'x stock':>7}"
     )
@@ -262,7 +282,7 @@ def report(args, results, plain, elapsed) -> None:
         total = sum(cpu.values())
         ratio = f"{total / sum(stock['cpu_ms_per_task'].values()):.2f}" if stock else ""
         cells = " ".join(f"{cpu.get(n, 0.0):14.2f}" for n in names)
-        print(f"{nw:7d} {nq:6d} {broker:11} {cells} {total:7.2f} {ratio:>7}")
+        print(f"{nw:7d} {nq:6d} {broker:13} {cells} {total:7.2f} {ratio:>7}")
     print()
     print("cmds/task: all nodes' INFO commandstats delta over the burst / tasks; top commands per task:")
     for nw, nq, broker, r, _stock in _rows(args, results):
@@ -271,7 +291,7 @@ def report(args, results, plain, elapsed) -> None:
         replicas = ""
         if args.all_commands:
             replicas = f" (of which replicas applying writes: {r['replica_cmds_per_task']:.1f})"
-        print(f"  {broker:11} {nw}w {nq}q: {top}{replicas}")
+        print(f"  {broker:13} {nw}w {nq}q: {top}{replicas}")
 
 
 if __name__ == "__main__":
